@@ -1,0 +1,31 @@
+"""respmatch: generate molecules and crystals with Response Matching.
+
+Train a strictly local potential on the restoring response of perturbed equilibrium structures,
+then use it as an ASE calculator (and, for generation, relax random structures on it).
+"""
+
+from respmatch.calculator import ResponseMatchingCalculator, calculator
+from respmatch.io import StructureError, read_structures
+from respmatch.labels import LabelConfig, draw_labels, export_labels, label_preset
+from respmatch.model import Denoiser, ModelConfig, load_model
+from respmatch.structures import Structures
+from respmatch.train import TrainConfig, train
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Denoiser",
+    "LabelConfig",
+    "ModelConfig",
+    "ResponseMatchingCalculator",
+    "StructureError",
+    "Structures",
+    "TrainConfig",
+    "calculator",
+    "draw_labels",
+    "export_labels",
+    "label_preset",
+    "load_model",
+    "read_structures",
+    "train",
+]

@@ -1,0 +1,155 @@
+"""Command line: ``respmatch train | label | info``."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import sys
+
+import torch
+
+from respmatch.io import StructureError, read_structures
+from respmatch.labels import LabelConfig, export_labels, label_preset
+from respmatch.structures import Structures
+
+
+def _key_values(pairs: list[str], option: str) -> dict:
+    """Parse ``KEY=VALUE`` overrides; values are Python literals (numbers, tuples, booleans)."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"respmatch: {option} expects KEY=VALUE, got {pair!r}")
+        try:
+            out[key.strip().replace("-", "_")] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key.strip().replace("-", "_")] = value
+    return out
+
+
+def _labels(args, structures) -> LabelConfig:
+    from respmatch.train import preset_for
+
+    overrides = _key_values(args.label, "--label")
+    try:
+        return label_preset(args.preset or preset_for(structures), **overrides)
+    except TypeError as error:
+        raise SystemExit(f"respmatch: unknown --label option ({error})") from error
+
+
+def _threads(args) -> None:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+
+def cmd_train(args) -> None:
+    from respmatch.train import TrainConfig, train
+
+    structures = read_structures(args.data)
+    options = _key_values(args.train_option, "--train-option")
+    try:
+        config = TrainConfig(epochs=args.epochs, seed=args.seed, **options)
+    except TypeError as error:
+        raise SystemExit(f"respmatch: unknown --train-option ({error})") from error
+    result = train(
+        structures,
+        args.out,
+        preset=args.preset,
+        label_config=_labels(args, structures),
+        model_options=_key_values(args.model, "--model"),
+        config=config,
+        resume=args.resume,
+        progress=not args.quiet,
+    )
+    best = result.best
+    print(
+        f"saved {args.out}: best epoch {best.get('epoch')}, "
+        f"validation force RMSE {best.get('val_forces_rmse', float('nan')):.4f} eV/Å"
+        + (
+            f", stress RMSE {best['val_stress_rmse']:.4f} eV/Å³"
+            if "val_stress_rmse" in best
+            else ""
+        )
+    )
+
+
+def cmd_label(args) -> None:
+    structures = read_structures(args.data)
+    config = _labels(args, structures)
+    n = export_labels(args.out, Structures.from_atoms(structures), config, seed=args.seed)
+    print(f"wrote {n} labelled structures to {args.out}")
+
+
+def cmd_info(args) -> None:
+    from respmatch.model import load_checkpoint
+
+    checkpoint = load_checkpoint(args.model)
+    training = checkpoint.get("training", {})
+    summary = {
+        "elements": checkpoint["elements"],
+        "element_volumes": checkpoint["element_volumes"],
+        "model_config": checkpoint["model_config"],
+        "label_config": checkpoint["label_config"],
+        "preset": training.get("preset"),
+        "best": training.get("best"),
+        "parameters": sum(v.numel() for v in checkpoint["state_dict"].values()),
+    }
+    print(json.dumps(summary, indent=2, default=str))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="respmatch", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def add_label_options(p):
+        p.add_argument("data", nargs="+", help="extxyz/xyz, CIF, CDVAE csv files or directories")
+        p.add_argument("--preset", choices=["molecule", "crystal"], help="default: from periodicity")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument(
+            "--label", action="append", default=[], metavar="KEY=VALUE",
+            help="override a label parameter, e.g. displacement_step=0.08 (repeatable)",
+        )
+        p.add_argument("--threads", type=int, help="torch CPU threads")
+
+    train = commands.add_parser("train", help="train a Response Matching model")
+    add_label_options(train)
+    train.add_argument("--out", required=True, help="model checkpoint to write (MODEL.pt)")
+    train.add_argument("--epochs", type=int, default=400)
+    train.add_argument(
+        "--model", action="append", default=[], metavar="KEY=VALUE",
+        help="override a model option, e.g. cutoff=4.0 or hidden=(32,16) (repeatable)",
+    )
+    train.add_argument(
+        "--train-option", action="append", default=[], metavar="KEY=VALUE",
+        help="override a training option, e.g. batch_size=4 (repeatable)",
+    )
+    train.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(func=cmd_train)
+
+    label = commands.add_parser("label", help="write one labelled set to extxyz")
+    add_label_options(label)
+    label.add_argument("--out", required=True, help="extxyz file to write")
+    label.set_defaults(func=cmd_label)
+
+    info = commands.add_parser("info", help="describe a trained model")
+    info.add_argument("model")
+    info.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if hasattr(args, "threads"):
+        _threads(args)
+    try:
+        args.func(args)
+    except (StructureError, FileNotFoundError, ValueError) as error:
+        print(f"respmatch: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

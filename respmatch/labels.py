@@ -1,0 +1,229 @@
+"""Response labels: perturb equilibrium structures and label the restoring response (DESIGN §1.1).
+
+Each equilibrium structure gives one copy per (strain scale, noise level) pair; periodic cells are
+strained (elastic stress and energy from an isotropic stiffness), every copy gets uniform
+displacement noise (harmonic restoring force -d) and a short-range repulsion between atoms that
+came too close.  Everything is drawn with a ``torch.Generator`` so an epoch's labels are
+reproducible from its seed, and the whole draw is vectorised over copies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+import torch
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.io import write
+
+from respmatch.neighbors import neighbor_pairs
+from respmatch.structures import Structures
+
+NOISE_LEVELS = (0, 1, 2, 3, 4, 6, 8, 10, 12, 16, 32)
+STRAIN_SCALES = tuple(float(s) for s in np.round(np.linspace(-0.1, 0.1, 11), 10))
+
+
+@dataclass(frozen=True)
+class LabelConfig:
+    """Perturbation and response parameters; the defaults are the paper's crystal settings."""
+
+    displacement_step: float = 0.05  # δ, Å: noise level k displaces by k·δ·U(-½, ½)
+    noise_levels: tuple[float, ...] = NOISE_LEVELS
+    repulsion_radius: float = 0.75  # r_rep, Å
+    strain: bool = True  # strain periodic cells (ignored for molecules)
+    strain_scales: tuple[float, ...] = STRAIN_SCALES
+    cell_noise: float = 0.1  # random cell distortion, in units of V0^(1/3)
+    youngs_modulus: float = 1.0  # eV/Å³
+    poisson_ratio: float = 0.3
+    spring_constant: float = 1.0  # eV/Å²: harmonic restoring force -k·d
+    label_noise: float = 0.0  # std of Gaussian noise added to force labels, eV/Å
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> LabelConfig:
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+LABEL_PRESETS = {
+    "molecule": LabelConfig(displacement_step=0.1, repulsion_radius=0.7, strain=False),
+    "crystal": LabelConfig(displacement_step=0.05, repulsion_radius=0.75, strain=True),
+}
+
+
+def label_preset(name: str, **overrides) -> LabelConfig:
+    if name not in LABEL_PRESETS:
+        raise ValueError(f"unknown label preset {name!r} (choose from {sorted(LABEL_PRESETS)})")
+    return replace(LABEL_PRESETS[name], **overrides)
+
+
+@dataclass
+class LabelledStructures(Structures):
+    forces: torch.Tensor  # (N, 3) eV/Å
+    stress: torch.Tensor  # (B, 3, 3) eV/Å³, ASE sign (positive when stretched); zero for molecules
+    energy: torch.Tensor  # (B,) pseudo-energy, eV
+    noise_level: torch.Tensor  # (B,) k of each copy
+    strain_scale: torch.Tensor  # (B,) s of each copy (0 for molecules)
+
+    def to_atoms(self) -> list[Atoms]:
+        """Copies as ASE Atoms carrying their labels on a SinglePointCalculator."""
+        out = super().to_atoms()
+        forces = self.forces.detach().cpu().double().numpy()
+        for b, (atoms, start) in enumerate(zip(out, self.first_atom.tolist())):
+            results = {
+                "energy": float(self.energy[b]),
+                "forces": forces[start : start + len(atoms)],
+            }
+            if atoms.pbc.all():
+                s = self.stress[b].detach().cpu().double().numpy()
+                results["stress"] = s[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
+            atoms.calc = SinglePointCalculator(atoms, **results)
+            atoms.info["noise_level"] = float(self.noise_level[b])
+            atoms.info["strain_scale"] = float(self.strain_scale[b])
+        return out
+
+
+def isotropic_stress(strain: torch.Tensor, youngs_modulus: float, poisson_ratio: float):
+    """σ = λ tr(ε) I + 2μ ε: the Voigt isotropic stiffness with engineering shear, in tensor form."""
+    lam = youngs_modulus * poisson_ratio / ((1 + poisson_ratio) * (1 - 2 * poisson_ratio))
+    mu = youngs_modulus / (2 * (1 + poisson_ratio))
+    trace = strain.diagonal(dim1=-2, dim2=-1).sum(-1)
+    eye = torch.eye(3, dtype=strain.dtype, device=strain.device)
+    return lam * trace[..., None, None] * eye + 2 * mu * strain
+
+
+def draw_labels(
+    structures: Structures, config: LabelConfig, generator: torch.Generator
+) -> LabelledStructures:
+    """Perturbed, labelled copies of every structure: (strain scales ×) noise levels each."""
+    dtype = structures.positions.dtype
+    levels = torch.tensor(config.noise_levels, dtype=dtype)
+    scales = torch.tensor(config.strain_scales if config.strain else (0.0,), dtype=dtype)
+    strained = structures.periodic & config.strain
+    per_structure = torch.where(strained, len(scales) * len(levels), len(levels))
+    source = torch.repeat_interleave(torch.arange(structures.n_structures), per_structure)
+    # Within a structure's block, copies run over scales (outer) then noise levels (inner).
+    rank = torch.arange(len(source)) - torch.repeat_interleave(
+        torch.cumsum(per_structure, 0) - per_structure, per_structure
+    )
+    level = levels[rank % len(levels)]
+    scale = torch.where(strained[source], scales[rank // len(levels) % len(scales)], 0.0)
+    copies = structures.select(source)
+
+    cell, strain_energy, stress = _strain_cells(copies, scale, strained[source], config, generator)
+    fractional = _fractional(copies.positions, copies.cell, copies)
+    positions = torch.einsum("na,nab->nb", fractional, cell[copies.system])
+    positions = torch.where(copies.periodic[copies.system, None], positions, copies.positions)
+
+    system = copies.system
+    uniform = torch.rand(positions.shape, generator=generator, dtype=dtype) - 0.5
+    displacement = level[system, None] * config.displacement_step * uniform
+    displacement = _minimum_image(displacement, cell, copies)
+    positions = positions + displacement
+    restoring = -config.spring_constant * displacement
+
+    moved = replace(copies, positions=positions, cell=cell)
+    repulsion_forces, repulsion_energy = _repulsion(moved, config.repulsion_radius)
+    forces = restoring + repulsion_forces
+    if config.label_noise > 0:
+        forces = forces + config.label_noise * torch.randn(
+            forces.shape, generator=generator, dtype=dtype
+        )
+    harmonic_energy = torch.zeros(moved.n_structures, dtype=dtype).index_add_(
+        0, system, 0.5 * (restoring**2).sum(1) / config.spring_constant
+    )
+    return LabelledStructures(
+        positions=positions,
+        numbers=copies.numbers,
+        cell=cell,
+        periodic=copies.periodic,
+        n_atoms=copies.n_atoms,
+        forces=forces,
+        stress=stress,
+        energy=harmonic_energy + repulsion_energy + strain_energy,
+        noise_level=level,
+        strain_scale=scale,
+    )
+
+
+def _fractional(positions, cell, structures):
+    """Fractional coordinates of periodic atoms (molecules: passed through unchanged)."""
+    safe = torch.where(structures.periodic[:, None, None], cell, torch.eye(3, dtype=cell.dtype))
+    return torch.einsum("na,nab->nb", positions, torch.linalg.inv(safe)[structures.system])
+
+
+def _strain_cells(copies, scale, strained, config, generator):
+    """Strained cells H = H0(1+s) + U(-½,½)·c·V0^(1/3), Green–Lagrange strain, elastic response.
+
+    F = H0⁻¹H and ε = ½(FᵀF - I) exactly as DESIGN §1.1 states them (rows of H are lattice
+    vectors).  Molecules and unstrained copies keep their cell and get zero stress and energy.
+    """
+    h0 = copies.cell
+    dtype = h0.dtype
+    volume0 = torch.linalg.det(h0).abs()
+    distortion = torch.rand((copies.n_structures, 3, 3), generator=generator, dtype=dtype) - 0.5
+    h = h0 * (1 + scale[:, None, None]) + distortion * config.cell_noise * volume0[
+        :, None, None
+    ] ** (1 / 3)
+    h = torch.where(strained[:, None, None], h, h0)
+    eye = torch.eye(3, dtype=dtype)
+    safe_h0 = torch.where(copies.periodic[:, None, None], h0, eye)
+    deformation = torch.linalg.solve(safe_h0, torch.where(copies.periodic[:, None, None], h, eye))
+    strain = 0.5 * (deformation.transpose(1, 2) @ deformation - eye)
+    strain = torch.where(strained[:, None, None], strain, 0.0)
+    stress = isotropic_stress(strain, config.youngs_modulus, config.poisson_ratio)
+    energy = 0.5 * (stress * strain).sum((1, 2)) * volume0
+    return h, energy, stress
+
+
+def _minimum_image(displacement, cell, structures):
+    """Wrap displacements of periodic atoms to their shortest lattice image."""
+    fractional = _fractional(displacement, cell, structures)
+    wrapped = torch.einsum(
+        "na,nab->nb", fractional - torch.round(fractional), cell[structures.system]
+    )
+    return torch.where(structures.periodic[structures.system, None], wrapped, displacement)
+
+
+def _repulsion(structures: Structures, radius: float):
+    """Pair repulsion (1 - r²/r_rep²)² for every pair closer than r_rep: forces and energies."""
+    positions = structures.positions.detach().numpy()
+    cells = structures.cell.detach().numpy()
+    pairs, shifts, owners = [], [], []
+    for b, (start, n) in enumerate(zip(structures.first_atom.tolist(), structures.n_atoms.tolist())):
+        i, j, shift, _ = neighbor_pairs(
+            positions[start : start + n], cells[b], bool(structures.periodic[b]), radius, full=False
+        )
+        if len(i):
+            pairs.append(np.stack([i, j]).astype(np.int64) + start)
+            shifts.append(shift)
+            owners.append(np.full(len(i), b))
+    dtype = structures.positions.dtype
+    forces = torch.zeros_like(structures.positions)
+    energy = torch.zeros(structures.n_structures, dtype=dtype)
+    if not pairs:
+        return forces, energy
+    i, j = torch.as_tensor(np.concatenate(pairs, axis=1))
+    shift = torch.as_tensor(np.concatenate(shifts), dtype=dtype)
+    owner = torch.as_tensor(np.concatenate(owners))
+    vector = (
+        structures.positions[j]
+        - structures.positions[i]
+        + torch.einsum("ea,eab->eb", shift, structures.cell[owner])
+    )
+    closeness = (1 - (vector**2).sum(1) / radius**2).clamp(min=0)
+    energy.index_add_(0, owner, closeness**2)
+    push = 4 * closeness[:, None] * vector / radius**2  # -dE/dx_j; the opposite acts on i
+    forces.index_add_(0, j, push).index_add_(0, i, -push)
+    return forces, energy
+
+
+def export_labels(path, structures: Structures, config: LabelConfig, seed: int = 0) -> int:
+    """Write one fixed labelled set (energy, forces, stress, noise level, strain) to extxyz."""
+    generator = torch.Generator().manual_seed(seed)
+    labelled = draw_labels(structures, config, generator)
+    frames = labelled.to_atoms()
+    write(path, frames, format="extxyz")
+    return len(frames)

@@ -1,0 +1,83 @@
+"""Neighbour lists of a batch of structures, from vesin (one call per structure).
+
+Pairs are found on detached coordinates; edge vectors are rebuilt in torch from positions,
+integer image shifts and the cell, so that autograd sees them.  vesin handles cutoffs larger
+than the cell (many periodic images) and molecules (no box).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import vesin
+
+from respmatch.structures import Structures
+
+
+@dataclass
+class Graph:
+    """Directed edges ``sender -> receiver`` within the cutoff, sorted by receiver.
+
+    ``slot`` is each edge's position among its receiver's edges, so that edge features can be
+    laid out densely as (atoms, max_neighbors, ...) for a batched matrix product.
+    """
+
+    receiver: torch.Tensor  # (E,) atom whose environment the edge belongs to
+    sender: torch.Tensor  # (E,) the neighbour
+    shift: torch.Tensor  # (E, 3) integer lattice shift of the sender's image
+    slot: torch.Tensor  # (E,)
+    max_neighbors: int
+
+    def vectors(self, structures: Structures, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """Edge vectors x_sender + shift·cell - x_receiver, (E, 3), differentiable."""
+        positions = structures.positions if positions is None else positions
+        system = structures.system[self.receiver]
+        image = torch.einsum("ea,eab->eb", self.shift.to(positions.dtype), structures.cell[system])
+        return positions[self.sender] - positions[self.receiver] + image
+
+
+def neighbor_pairs(
+    positions: np.ndarray, cell: np.ndarray, periodic: bool, cutoff: float, full: bool = True
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs (i, j, shift, distance) of one structure closer than ``cutoff``."""
+    box = cell if periodic else np.zeros((3, 3))
+    calculator = vesin.NeighborList(cutoff=float(cutoff), full_list=full)
+    i, j, shift, distance = calculator.compute(
+        points=np.ascontiguousarray(positions, dtype=np.float64),
+        box=np.ascontiguousarray(box, dtype=np.float64),
+        periodic=bool(periodic),
+        quantities="ijSd",
+    )
+    return i, j, shift, distance
+
+
+def build_graph(structures: Structures, cutoff: float) -> Graph:
+    positions = structures.positions.detach().cpu().numpy().astype(np.float64)
+    cells = structures.cell.detach().cpu().numpy().astype(np.float64)
+    periodic = structures.periodic.cpu().numpy()
+    receivers, senders, shifts = [], [], []
+    for b, (start, n) in enumerate(zip(structures.first_atom.tolist(), structures.n_atoms.tolist())):
+        i, j, shift, _ = neighbor_pairs(positions[start : start + n], cells[b], periodic[b], cutoff)
+        receivers.append(i + start)
+        senders.append(j + start)
+        shifts.append(shift)
+    receiver = np.concatenate(receivers).astype(np.int64)
+    order = np.argsort(receiver, kind="stable")
+    receiver = receiver[order]
+    counts = np.bincount(receiver, minlength=len(positions))
+    first_edge = np.cumsum(counts) - counts
+    slot = np.arange(len(receiver)) - first_edge[receiver]
+    device = structures.positions.device
+
+    def tensor(array):
+        return torch.as_tensor(array, dtype=torch.long, device=device)
+
+    return Graph(
+        receiver=tensor(receiver),
+        sender=tensor(np.concatenate(senders).astype(np.int64)[order]),
+        shift=tensor(np.concatenate(shifts).reshape(-1, 3)[order]),
+        slot=tensor(slot),
+        max_neighbors=int(counts.max()) if len(counts) else 0,
+    )

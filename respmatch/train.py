@@ -1,0 +1,265 @@
+"""Fit the denoiser to response labels drawn afresh every epoch.
+
+Adam (AMSGrad) with gradient clipping, an exponential moving average (EMA) of the weights that is
+what gets validated and saved, reduce-on-plateau on the validation loss, and early stopping.
+Validation uses a fixed labelled set (held-out structures when there are enough, otherwise fresh
+noise on the training structures).  After every epoch the full training state is written next
+to the model, so an interrupted run continues with ``resume=True`` from the last finished epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from ase import Atoms
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm.auto import tqdm
+
+from respmatch.io import is_periodic
+from respmatch.labels import LabelConfig, LabelledStructures, draw_labels, label_preset
+from respmatch.model import Denoiser, ModelConfig, save_model
+from respmatch.neighbors import build_graph, neighbor_pairs
+from respmatch.structures import Structures
+
+VALIDATION_SEED_OFFSET = 1_000_003
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 400
+    batch_size: int = 8  # labelled copies per optimiser step
+    learning_rate: float = 1e-2
+    ema_decay: float = 0.99
+    grad_clip: float = 10.0
+    plateau_factor: float = 0.8
+    plateau_patience: int = 10
+    early_stop_patience: int = 40  # epochs without a better validation loss
+    min_improvement: float = 1e-3  # relative change that counts as better
+    force_weight: float = 1.0
+    stress_weight: float = 1.0
+    energy_weight: float = 0.01  # per-atom energy, small: keeps Ẽ near 0 at the training data
+    val_fraction: float = 0.1  # of structures, when there are at least 10
+    val_repeats: int = 1  # labelled draws of the validation structures
+    seed: int = 0
+
+
+@dataclass
+class TrainResult:
+    model: Denoiser
+    history: list[dict] = field(default_factory=list)
+    best: dict = field(default_factory=dict)
+
+
+def preset_for(structures: list[Atoms]) -> str:
+    """'crystal' if every structure is periodic, 'molecule' if none is."""
+    kinds = {is_periodic(a) for a in structures}
+    if len(kinds) > 1:
+        raise ValueError("training data mixes molecules and crystals: choose --preset explicitly")
+    return "crystal" if kinds == {True} else "molecule"
+
+
+def fit_element_volumes(structures: list[Atoms], elements: tuple[int, ...]) -> np.ndarray:
+    """Per-element volumes (Å³/atom): least squares of cell volume against element counts."""
+    crystals = [a for a in structures if is_periodic(a)]
+    if not crystals:
+        return np.zeros(len(elements))
+    counts = np.array([[np.sum(a.numbers == z) for z in elements] for a in crystals], float)
+    volumes = np.array([a.get_volume() for a in crystals])
+    return np.linalg.lstsq(counts, volumes, rcond=None)[0]
+
+
+def mean_neighbors(structures: list[Atoms], cutoff: float) -> float:
+    counts = [
+        len(neighbor_pairs(a.positions, a.cell.array, is_periodic(a), cutoff)[0]) / len(a)
+        for a in structures
+    ]
+    return max(float(np.mean(counts)), 1.0)
+
+
+def split_structures(structures: list[Atoms], config: TrainConfig):
+    """Hold out a random fraction of structures for validation (none if fewer than 10)."""
+    if len(structures) < 10 or config.val_fraction <= 0:
+        return structures, structures
+    order = np.random.default_rng(config.seed).permutation(len(structures))
+    n_val = max(1, int(round(config.val_fraction * len(structures))))
+    return [structures[i] for i in order[n_val:]], [structures[i] for i in order[:n_val]]
+
+
+def loss_terms(model: Denoiser, batch: LabelledStructures, create_graph: bool) -> dict:
+    """Mean squared errors of forces, stress (periodic copies) and energy per atom."""
+    periodic = batch.periodic
+    out = model(
+        batch,
+        build_graph(batch, model.config.cutoff),
+        forces=True,
+        stress=bool(periodic.any()),
+        create_graph=create_graph,
+    )
+    terms = {"forces": ((out["forces"] - batch.forces) ** 2).mean()}
+    if periodic.any():
+        terms["stress"] = ((out["stress"] - batch.stress)[periodic] ** 2).mean()
+    per_atom = (out["energy"] - batch.energy) / batch.n_atoms
+    terms["energy"] = (per_atom**2).mean()
+    return terms
+
+
+def weighted(terms: dict, config: TrainConfig) -> torch.Tensor:
+    weights = {
+        "forces": config.force_weight,
+        "stress": config.stress_weight,
+        "energy": config.energy_weight,
+    }
+    return sum(weights[name] * value for name, value in terms.items())
+
+
+def evaluate(model: Denoiser, labelled: LabelledStructures, config: TrainConfig) -> dict:
+    """Validation loss and RMSEs, accumulated over batches of copies."""
+    sums, n_batches = {}, 0
+    for index in torch.arange(labelled.n_structures).split(max(config.batch_size, 32)):
+        terms = loss_terms(model, labelled.select(index), create_graph=False)
+        for name, value in terms.items():
+            sums[name] = sums.get(name, 0.0) + float(value.detach())
+        n_batches += 1
+    means = {name: value / n_batches for name, value in sums.items()}
+    result = {"loss": float(weighted({k: torch.tensor(v) for k, v in means.items()}, config))}
+    result.update({f"{name}_rmse": math.sqrt(value) for name, value in means.items()})
+    return result
+
+
+def train(
+    structures: list[Atoms],
+    out: str | os.PathLike,
+    *,
+    preset: str | None = None,
+    label_config: LabelConfig | None = None,
+    model_options: dict | None = None,
+    config: TrainConfig | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    dtype=torch.float32,
+) -> TrainResult:
+    """Train a Response Matching model on equilibrium ``structures`` and save it to ``out``."""
+    config = config or TrainConfig()
+    if not structures:
+        raise ValueError("no training structures")
+    preset = preset or preset_for(structures)
+    label_config = label_config or label_preset(preset)
+    out = Path(out)
+    state_path = out.with_name(out.name + ".state")
+
+    train_set, val_set = split_structures(structures, config)
+    elements = tuple(sorted({int(z) for a in structures for z in a.numbers}))
+    options = {"elements": elements, **(model_options or {})}
+    if "avg_neighbors" not in options:
+        options["avg_neighbors"] = mean_neighbors(train_set, options.get("cutoff", 4.5))
+    torch.manual_seed(config.seed)
+    model = Denoiser(ModelConfig(**options)).to(dtype)
+    model.element_volumes.copy_(torch.as_tensor(fit_element_volumes(structures, elements)))
+    train_structures = Structures.from_atoms(train_set, dtype=dtype)
+    sample = draw_labels(train_structures, label_config, torch.Generator().manual_seed(config.seed))
+    model.standardize_features(sample.select(torch.randperm(sample.n_structures)[:64]))
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay))
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, amsgrad=True)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, factor=config.plateau_factor, patience=config.plateau_patience
+    )
+    history, best, start_epoch = [], {"loss": math.inf, "epoch": -1}, 0
+    if resume and state_path.exists():
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        history, best, start_epoch = state["history"], state["best"], state["epoch"] + 1
+
+    validation = draw_labels(
+        Structures.from_atoms(val_set, dtype=dtype),
+        label_config,
+        torch.Generator().manual_seed(config.seed + VALIDATION_SEED_OFFSET),
+    )
+    meta = {
+        "preset": preset,
+        "train_config": asdict(config),
+        "n_structures": len(structures),
+        "n_train": len(train_set),
+        "n_val": len(val_set) if val_set is not train_set else 0,
+    }
+    bar = tqdm(
+        range(start_epoch, config.epochs),
+        initial=start_epoch,
+        total=config.epochs,
+        desc="train",
+        disable=not progress,
+    )
+    for epoch in bar:
+        if epoch - best["epoch"] > config.early_stop_patience:
+            break
+        generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+        labelled = draw_labels(train_structures, label_config, generator)
+        order = torch.randperm(labelled.n_structures, generator=generator)
+        model.train()
+        train_loss, n_steps = 0.0, 0
+        for index in order.split(config.batch_size):
+            loss = weighted(loss_terms(model, labelled.select(index), create_graph=True), config)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            ema.update_parameters(model)
+            train_loss += float(loss.detach())
+            n_steps += 1
+        if not math.isfinite(train_loss):
+            raise FloatingPointError(f"training diverged at epoch {epoch} (loss {train_loss})")
+        ema.module.eval()
+        metrics = evaluate(ema.module, validation, config)
+        scheduler.step(metrics["loss"])
+        record = {
+            "epoch": epoch,
+            "train_loss": train_loss / n_steps,
+            "lr": optimizer.param_groups[0]["lr"],
+            **{f"val_{k}": v for k, v in metrics.items()},
+        }
+        history.append(record)
+        if metrics["loss"] < best["loss"] * (1 - config.min_improvement):
+            best = {"loss": metrics["loss"], "epoch": epoch, **record}
+            save_model(
+                out,
+                ema.module,
+                label_config=label_config.to_dict(),
+                training={**meta, "best": best, "history": history},
+            )
+        torch.save(
+            {
+                "model": model.state_dict(),
+                "ema": ema.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "history": history,
+                "best": best,
+                "epoch": epoch,
+            },
+            state_path.with_name(state_path.name + ".tmp"),
+        )
+        os.replace(state_path.with_name(state_path.name + ".tmp"), state_path)
+        bar.set_postfix(
+            loss=f"{record['train_loss']:.4f}",
+            val_f=f"{metrics['forces_rmse']:.4f}",
+            lr=f"{record['lr']:.1e}",
+        )
+    bar.close()
+    final = ema.module
+    if best["epoch"] >= 0:
+        final.load_state_dict(torch.load(out, weights_only=True)["state_dict"])
+    # Rewrite the best model with the complete history (including epochs after the best one).
+    save_model(
+        out,
+        final,
+        label_config=label_config.to_dict(),
+        training={**meta, "best": best, "history": history},
+    )
+    return TrainResult(model=final.eval(), history=history, best=best)
