@@ -179,12 +179,20 @@ def _strain_cells(copies, scale, strained, config, generator):
 
 
 def _minimum_image(displacement, cell, structures):
-    """Wrap displacements of periodic atoms to their shortest lattice image."""
+    """Wrap displacements of periodic atoms to their shortest lattice image.
+
+    Rounding fractional coordinates is only the minimum image in near-orthogonal cells; in
+    skewed ones (e.g. the fcc primitive cell) a neighbouring translate can be shorter, so the
+    shortest of the 27 translates around the rounded vector is taken.
+    """
+    system = structures.system
     fractional = _fractional(displacement, cell, structures)
-    wrapped = torch.einsum(
-        "na,nab->nb", fractional - torch.round(fractional), cell[structures.system]
-    )
-    return torch.where(structures.periodic[structures.system, None], wrapped, displacement)
+    rounded = torch.einsum("na,nab->nb", fractional - torch.round(fractional), cell[system])
+    steps = torch.cartesian_prod(*[torch.tensor([-1.0, 0.0, 1.0], dtype=cell.dtype)] * 3)
+    candidates = rounded[:, None, :] + torch.einsum("ka,nab->nkb", steps, cell[system])
+    shortest = (candidates**2).sum(-1).argmin(1)
+    wrapped = candidates[torch.arange(len(shortest)), shortest]
+    return torch.where(structures.periodic[system, None], wrapped, displacement)
 
 
 def _repulsion(structures: Structures, radius: float):

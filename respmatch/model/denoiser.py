@@ -136,7 +136,9 @@ class Denoiser(nn.Module):
             self.species(structures.numbers), graph, graph.vectors(structures)
         )
         self.feature_mean.copy_(features.mean(0))
-        self.feature_scale.copy_(features.std(0).clamp(min=1e-6))
+        # Root mean square, not std: a nearly constant feature must not be blown up (nor its
+        # gradient, which would make early forces explode).
+        self.feature_scale.copy_(features.pow(2).mean(0).sqrt().clamp(min=1e-6))
 
     def forward(
         self,

@@ -1,0 +1,115 @@
+"""Training speed on the one-diamond task (72-atom cell, 121 labelled copies per epoch).
+
+Prints three tables:
+1. seconds per epoch on 1 and 2 threads, for respmatch's neighbour sum (batched matrix product)
+   and for the straightforward scatter-add of the (edges × channels × monomials) outer product,
+   measured in this run, with their ratio;
+2. the whole training to a converged validation force RMSE (early stopping), wall time on 2 threads;
+3. optionally (--reference-epochs N) a long run with the paper's batch size of 2, as the
+   "converged" reference that the fast run must equal.
+
+    python benchmarks/train_speed.py --data-dir ../shared/data
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from respmatch import read_structures
+from respmatch.model.denoiser import Denoiser
+from respmatch.train import TrainConfig, train
+
+
+def scatter_neighbour_sum(weights, angular, graph, n_atoms):
+    """Baseline: A[i] = Σ_e w[e] ⊗ Y[e] by index_add of the full per-edge outer product."""
+    outer = (weights[:, :, None] * angular[:, None, :]).flatten(1)
+    total = outer.new_zeros(n_atoms, outer.shape[1]).index_add(0, graph.receiver, outer)
+    return total.view(n_atoms, weights.shape[1], angular.shape[1])
+
+
+@contextlib.contextmanager
+def neighbour_sum(kind: str):
+    original = Denoiser.__dict__["_neighbour_sum"]
+    if kind == "scatter":
+        Denoiser._neighbour_sum = staticmethod(scatter_neighbour_sum)
+    try:
+        yield
+    finally:
+        Denoiser._neighbour_sum = original
+
+
+def run(structures, config: TrainConfig, workdir: Path, name: str):
+    started = time.perf_counter()
+    result = train(structures, workdir / f"{name}.pt", config=config, progress=False)
+    return result, time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--data-dir", default="../shared/data")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--timing-epochs", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--max-epochs", type=int, default=60)
+    parser.add_argument("--patience", type=int, default=6, help="early stop after N epochs without 0.5%% gain")
+    parser.add_argument("--reference-epochs", type=int, default=0)
+    args = parser.parse_args()
+
+    structures = read_structures(Path(args.data_dir) / "diamond" / "diamond-72.xyz")
+    workdir = Path(tempfile.mkdtemp(prefix="respmatch-train-speed-"))
+
+    print(f"## Seconds per epoch (121 copies of the 72-atom cell, batch {args.batch_size})")
+    print("| threads | scatter-add baseline | respmatch (bmm) | speed-up |")
+    print("|---|---|---|---|")
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        seconds = {}
+        for kind in ("scatter", "bmm"):
+            with neighbour_sum(kind):
+                config = TrainConfig(epochs=args.timing_epochs, batch_size=args.batch_size)
+                result, _ = run(structures, config, workdir, f"timing-{kind}-{threads}")
+            # The first epoch includes one-off allocations: time the rest.
+            laps = [h["seconds"] for h in result.history[1:]] or [result.history[0]["seconds"]]
+            seconds[kind] = sum(laps) / len(laps)
+        print(
+            f"| {threads} | {seconds['scatter']:.2f} s | {seconds['bmm']:.2f} s "
+            f"| {seconds['scatter'] / seconds['bmm']:.2f}× |"
+        )
+
+    torch.set_num_threads(2)
+    config = TrainConfig(
+        epochs=args.max_epochs,
+        batch_size=args.batch_size,
+        early_stop_patience=args.patience,
+        min_improvement=5e-3,
+    )
+    fast, wall = run(structures, config, workdir, "fast")
+    rows = [("respmatch, early stop", fast, wall)]
+    if args.reference_epochs:
+        reference_config = TrainConfig(epochs=args.reference_epochs, batch_size=2)
+        reference, reference_wall = run(structures, reference_config, workdir, "reference")
+        rows.append((f"reference, batch 2, {args.reference_epochs} epochs", reference, reference_wall))
+
+    print("\n## Whole training on 2 threads (validation: 121 fresh-noise copies, EMA weights)")
+    print("| run | epochs | best epoch | wall time | val force RMSE (eV/Å) | val stress RMSE (eV/Å³) |")
+    print("|---|---|---|---|---|---|")
+    for name, result, seconds in rows:
+        best = result.best
+        print(
+            f"| {name} | {len(result.history)} | {best['epoch']} | {seconds:.0f} s "
+            f"| {best['val_forces_rmse']:.4f} | {best['val_stress_rmse']:.4f} |"
+        )
+    print(
+        f"\ninitial (untrained) val force RMSE {fast.initial['forces_rmse']:.4f} eV/Å; "
+        f"models in {workdir}"
+    )
+
+
+if __name__ == "__main__":
+    main()

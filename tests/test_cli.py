@@ -1,0 +1,64 @@
+"""The command line as a user runs it: train, info, label, and clear errors."""
+
+import json
+
+import pytest
+import torch
+from ase.build import bulk, molecule
+from ase.io import read, write
+
+from respmatch.cli import main
+
+
+@pytest.fixture()
+def crystal_file(tmp_path):
+    path = tmp_path / "diamond.extxyz"
+    write(path, bulk("C", "diamond", a=3.567))
+    return path
+
+
+def test_train_info_and_use(crystal_file, tmp_path, capsys):
+    model = tmp_path / "model.pt"
+    code = main([
+        "train", str(crystal_file), "--out", str(model), "--epochs", "2", "--quiet",
+        "--label", "noise_levels=(0, 2)", "--label", "strain_scales=(0.0,)",
+        "--model", "cutoff=3.0", "--train-option", "batch_size=2",
+    ])
+    assert code == 0
+    assert "validation force RMSE" in capsys.readouterr().out
+    checkpoint = torch.load(model, weights_only=True)
+    assert checkpoint["training"]["preset"] == "crystal"
+    assert checkpoint["label_config"]["noise_levels"] == [0, 2]
+    assert main(["info", str(model)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["elements"] == [6] and info["model_config"]["cutoff"] == 3.0
+
+
+def test_label_export(crystal_file, tmp_path):
+    out = tmp_path / "labels.extxyz"
+    assert main(["label", str(crystal_file), "--out", str(out), "--seed", "3"]) == 0
+    frames = read(out, ":")
+    assert len(frames) == 121
+    assert frames[5].get_forces().shape == (2, 3)
+    assert frames[5].get_stress().shape == (6,)
+
+
+def test_molecule_preset_inferred(tmp_path):
+    path = tmp_path / "water.xyz"
+    write(path, [molecule("H2O"), molecule("NH3")])
+    out = tmp_path / "labels.extxyz"
+    assert main(["label", str(path), "--out", str(out)]) == 0
+    assert len(read(out, ":")) == 22  # 11 noise levels each, no strains
+
+
+def test_bad_input_is_a_clear_error(tmp_path, capsys):
+    empty = tmp_path / "empty.xyz"
+    empty.write_text("")
+    assert main(["train", str(empty), "--out", str(tmp_path / "m.pt")]) == 2
+    error = capsys.readouterr().err
+    assert "empty.xyz" in error and "empty" in error
+
+
+def test_unknown_override_is_rejected(crystal_file, tmp_path):
+    with pytest.raises(SystemExit, match="unknown --label"):
+        main(["label", str(crystal_file), "--out", str(tmp_path / "x.extxyz"), "--label", "nope=1"])

@@ -1,0 +1,441 @@
+"""Physics of the denoiser (DESIGN §1.2): invariances, conservative forces and stress, neighbour
+lists beyond the cell, batching, unseen elements, checkpoints and the ASE calculator.
+
+All in float64.  The models are randomly perturbed away from their (nearly flat) initialisation
+so that energies, forces and stress are far from zero.  Perturbations are drawn in float32 and
+the model is then cast to float64, so every parameter is exactly representable in the float32
+checkpoint format.
+"""
+
+import re
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from ase.build import bulk, molecule
+from ase.calculators.calculator import PropertyNotImplementedError
+from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_stress
+from ase.neighborlist import neighbor_list
+
+import respmatch
+from respmatch.calculator import ResponseMatchingCalculator
+from respmatch.model import Denoiser, ModelConfig, load_checkpoint, load_model, save_model
+from respmatch.neighbors import build_graph
+from respmatch.structures import Structures
+
+RTOL = 1e-9  # float64 identities (invariances, batching)
+
+
+def make_model(elements=(1, 6, 8), seed=0, **config):
+    torch.manual_seed(seed)
+    model = Denoiser(ModelConfig(elements=elements, **config))
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.2 * torch.randn_like(parameter))
+    return model.double().eval()
+
+
+@pytest.fixture(scope="module")
+def model():
+    return make_model()
+
+
+def evaluate(model, atoms_list, stress=None):
+    structures = Structures.from_atoms(atoms_list, dtype=torch.float64)
+    if stress is None:
+        stress = bool(structures.periodic.all())
+    out = model(structures, forces=True, stress=stress)
+    return {k: v.detach().numpy() for k, v in out.items()}
+
+
+def rattled(atoms, stdev=0.05, seed=1):
+    atoms = atoms.copy()
+    atoms.rattle(stdev=stdev, seed=seed)
+    return atoms
+
+
+def diamond_primitive():
+    return rattled(bulk("C", "diamond", a=3.57), seed=2)
+
+
+def diamond_cubic():
+    return rattled(bulk("C", "diamond", a=3.57, cubic=True), seed=3)
+
+
+def hexagonal_crystal():
+    return rattled(bulk("CO", "wurtzite", a=2.6, c=4.2), seed=4)
+
+
+def triclinic_crystal():
+    cell = np.array([[3.3, 0.0, 0.0], [1.1, 3.0, 0.0], [-0.7, 0.8, 3.4]])
+    scaled = [[0.05, 0.1, 0.0], [0.5, 0.45, 0.1], [0.2, 0.7, 0.55], [0.75, 0.15, 0.6]]
+    return Atoms("COHC", scaled_positions=scaled, cell=cell, pbc=True)
+
+
+def ethanol():
+    return molecule("CH3CH2OH")
+
+
+def random_rotation(seed, proper=True):
+    rng = np.random.default_rng(seed)
+    q, r = np.linalg.qr(rng.normal(size=(3, 3)))
+    q = q * np.sign(np.diag(r))
+    if (np.linalg.det(q) > 0) != proper:
+        q[:, 0] *= -1
+    return q
+
+
+def close(actual, expected, rtol=RTOL, scale=None):
+    """assert_allclose with an absolute tolerance relative to the size of the expected values."""
+    expected = np.asarray(expected)
+    size = np.abs(expected).max() if scale is None else scale
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * max(size, 1e-300))
+
+
+def test_outputs_are_not_trivial(model):
+    out = evaluate(model, [diamond_cubic()])
+    assert np.abs(out["forces"]).max() > 1e-2
+    assert np.abs(out["stress"]).max() > 1e-3
+    out = evaluate(model, [ethanol()])
+    assert np.abs(out["forces"]).max() > 1e-2
+    assert out["energy"].shape == (1,) and out["atomic_energies"].shape == (9,)
+    close(out["atomic_energies"].sum(), out["energy"][0])
+
+
+# --- 1. invariances ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("proper", [True, False], ids=["rotation", "reflection"])
+@pytest.mark.parametrize("make_atoms", [ethanol, triclinic_crystal, diamond_cubic])
+def test_rotation_invariance(model, make_atoms, proper):
+    atoms = make_atoms()
+    q = random_rotation(7, proper)  # row vectors: r -> r Q
+    turned = atoms.copy()
+    turned.positions = atoms.positions @ q
+    if atoms.pbc.all():
+        turned.cell = atoms.cell.array @ q
+    reference, out = evaluate(model, [atoms]), evaluate(model, [turned])
+    close(out["energy"], reference["energy"])
+    close(out["atomic_energies"], reference["atomic_energies"])
+    close(out["forces"], reference["forces"] @ q)
+    if atoms.pbc.all():
+        close(out["stress"][0], q.T @ reference["stress"][0] @ q)
+
+
+@pytest.mark.parametrize("make_atoms", [ethanol, triclinic_crystal])
+def test_translation_invariance(model, make_atoms):
+    atoms = make_atoms()
+    moved = atoms.copy()
+    moved.positions += np.array([0.37, -1.21, 2.05])
+    reference, out = evaluate(model, [atoms]), evaluate(model, [moved])
+    close(out["energy"], reference["energy"])
+    close(out["forces"], reference["forces"])
+    if atoms.pbc.all():
+        close(out["stress"], reference["stress"])
+
+
+def test_forces_of_a_molecule_sum_to_zero(model):
+    out = evaluate(model, [ethanol()])
+    close(out["forces"].sum(0), np.zeros(3), scale=np.abs(out["forces"]).max())
+
+
+@pytest.mark.parametrize("make_atoms", [ethanol, triclinic_crystal])
+def test_permutation_invariance(model, make_atoms):
+    atoms = make_atoms()
+    permutation = np.random.default_rng(3).permutation(len(atoms))
+    assert (permutation != np.arange(len(atoms))).any()
+    shuffled = atoms[permutation]
+    reference, out = evaluate(model, [atoms]), evaluate(model, [shuffled])
+    close(out["energy"], reference["energy"])
+    close(out["forces"], reference["forces"][permutation])
+    close(out["atomic_energies"], reference["atomic_energies"][permutation])
+    if atoms.pbc.all():
+        close(out["stress"], reference["stress"])
+
+
+@pytest.mark.parametrize("make_atoms", [diamond_primitive, triclinic_crystal])
+def test_supercell_is_extensive(model, make_atoms):
+    atoms = make_atoms()
+    supercell = atoms.repeat((2, 2, 2))
+    reference, out = evaluate(model, [atoms]), evaluate(model, [supercell])
+    close(out["energy"], 8 * reference["energy"])
+    close(out["forces"], np.tile(reference["forces"], (8, 1)))
+    close(out["atomic_energies"], np.tile(reference["atomic_energies"], 8))
+    close(out["stress"], reference["stress"])  # intensive
+
+
+@pytest.mark.parametrize("make_atoms", [diamond_primitive, triclinic_crystal])
+def test_periodic_images_are_equivalent(model, make_atoms):
+    atoms = make_atoms()
+    shifted = atoms.copy()
+    integers = np.random.default_rng(5).integers(-2, 3, size=(len(atoms), 3))
+    integers[0] = (1, -1, 2)  # at least one atom really moves to another image
+    shifted.positions = atoms.positions + integers @ atoms.cell.array
+    wrapped = atoms.copy()
+    wrapped.positions += 0.9 * atoms.cell.array.sum(0)
+    wrapped.wrap()
+    reference = evaluate(model, [atoms])
+    for other in (shifted, wrapped):
+        out = evaluate(model, [other])
+        close(out["energy"], reference["energy"])
+        close(out["forces"], reference["forces"])
+        close(out["stress"], reference["stress"])
+
+
+def test_energy_is_local_and_smooth_at_the_cutoff(model):
+    water, alcohol = molecule("H2O"), ethanol()
+    far = water.copy()
+    far.positions += (20.0, 3.0, -4.0)
+    together = evaluate(model, [alcohol + far])
+    apart = evaluate(model, [alcohol]), evaluate(model, [water])
+    close(together["energy"][0], apart[0]["energy"][0] + apart[1]["energy"][0])
+    close(together["forces"], np.concatenate([apart[0]["forces"], apart[1]["forces"]]))
+
+    def dimer(r):
+        return evaluate(model, [Atoms("CO", positions=[[0, 0, 0], [r, 0, 0]])])
+
+    isolated = sum(evaluate(model, [Atoms(symbol)])["energy"][0] for symbol in "CO")
+    assert abs(dimer(3.5)["energy"][0] - isolated) > 1e-5  # the pair does interact inside
+    for r in (4.5 + 1e-6, 4.6):
+        close(dimer(r)["energy"][0], isolated, rtol=1e-12)
+        np.testing.assert_array_equal(dimer(r)["forces"], 0.0)
+    # the envelope vanishes with its first two derivatives: E - E_isolated ~ (r_c - r)³
+    near, nearer = dimer(4.5 - 1e-2), dimer(4.5 - 1e-3)
+    assert abs(nearer["energy"][0] - isolated) < 1e-9
+    assert np.abs(nearer["forces"]).max() < 1e-7
+    ratio = (near["energy"][0] - isolated) / (nearer["energy"][0] - isolated)
+    assert 300 < ratio < 3000
+
+
+# --- 2. forces and stress against finite differences ------------------------------------------
+
+
+def fd_tolerance(analytic, numeric, rtol=1e-6):
+    scale = np.abs(analytic).max()
+    np.testing.assert_allclose(numeric, analytic, rtol=rtol, atol=rtol * scale)
+
+
+@pytest.mark.parametrize("make_atoms", [ethanol, diamond_cubic, triclinic_crystal])
+def test_forces_match_finite_differences(model, make_atoms):
+    atoms = make_atoms()
+    atoms.calc = ResponseMatchingCalculator(model)
+    analytic = atoms.get_forces()
+    assert np.abs(analytic).max() > 1e-2
+    numeric = calculate_numerical_forces(atoms, eps=1e-4)
+    fd_tolerance(analytic, numeric)
+
+
+@pytest.mark.parametrize("make_atoms", [diamond_cubic, hexagonal_crystal, triclinic_crystal])
+def test_stress_matches_finite_differences(model, make_atoms):
+    atoms = make_atoms()
+    atoms.calc = ResponseMatchingCalculator(model)
+    analytic = atoms.get_stress(voigt=False)
+    assert np.abs(analytic).max() > 1e-3
+    close(analytic, analytic.T)
+    numeric = calculate_numerical_stress(atoms, eps=1e-5, voigt=False)
+    fd_tolerance(analytic, numeric)
+
+
+def test_stress_sign_follows_ase_convention(model):
+    """(1/V) dE/dε: the energy change under a small isotropic strain is V·tr(σ)·ε."""
+    atoms = triclinic_crystal()
+    atoms.calc = ResponseMatchingCalculator(model)
+    stress = atoms.get_stress(voigt=False)
+    volume = atoms.get_volume()
+    eps = 1e-5
+    energies = []
+    for sign in (1, -1):
+        strained = atoms.copy()
+        strained.set_cell(atoms.cell.array * (1 + sign * eps), scale_atoms=True)
+        strained.calc = ResponseMatchingCalculator(model)
+        energies.append(strained.get_potential_energy())
+    derivative = (energies[0] - energies[1]) / (2 * eps)
+    assert derivative == pytest.approx(volume * np.trace(stress), rel=1e-6)
+
+
+# --- 3. neighbour lists when the cutoff exceeds the cell ---------------------------------------
+
+
+def dense_diamond():
+    """2-atom diamond primitive cell at 3.8 Å³/atom: lattice vectors ~2.2 Å, cutoff 4.5 Å."""
+    atoms = bulk("C", "diamond", a=3.57)
+    atoms.set_cell(atoms.cell.array * (3.8 * 2 / atoms.get_volume()) ** (1 / 3), scale_atoms=True)
+    assert atoms.get_volume() / len(atoms) == pytest.approx(3.8)
+    return atoms
+
+
+@pytest.mark.parametrize("rattle", [False, True])
+def test_neighbor_list_beyond_the_cell_matches_ase(rattle):
+    atoms = dense_diamond()
+    if rattle:
+        atoms = rattled(atoms, seed=6)
+    assert np.linalg.norm(atoms.cell.array, axis=1).max() < 4.5 / 2
+    structures = Structures.from_atoms([atoms], dtype=torch.float64)
+    graph = build_graph(structures, 4.5)
+    i, j, shift, distance = neighbor_list("ijSd", atoms, 4.5)
+    assert len(graph.receiver) == len(i) > 100
+    ours = np.sort(graph.vectors(structures).norm(dim=1).numpy())
+    np.testing.assert_allclose(ours, np.sort(distance), rtol=1e-12)
+    shifts = map(tuple, graph.shift.tolist())
+    edges = set(zip(graph.receiver.tolist(), graph.sender.tolist(), shifts))
+    assert edges == set(zip(i.tolist(), j.tolist(), map(tuple, shift.tolist())))
+    assert len(edges) == len(i)  # no duplicates
+    # layout invariants: sorted by receiver, slots enumerate each receiver's edges
+    receiver = graph.receiver.numpy()
+    assert (np.diff(receiver) >= 0).all()
+    counts = np.bincount(receiver, minlength=len(atoms))
+    assert graph.max_neighbors == counts.max()
+    for atom in range(len(atoms)):
+        slots = np.sort(graph.slot.numpy()[receiver == atom])
+        np.testing.assert_array_equal(slots, np.arange(counts[atom]))
+
+
+def test_dense_cell_energy_is_extensive(model):
+    atoms = rattled(dense_diamond(), seed=8)
+    reference = evaluate(model, [atoms])
+    out = evaluate(model, [atoms.repeat((2, 2, 2))])
+    close(out["energy"], 8 * reference["energy"])
+    close(out["forces"], np.tile(reference["forces"], (8, 1)))
+    close(out["stress"], reference["stress"])
+
+
+def test_molecule_neighbor_list_matches_ase():
+    atoms = ethanol()
+    structures = Structures.from_atoms([atoms], dtype=torch.float64)
+    graph = build_graph(structures, 2.0)
+    i, j, distance = neighbor_list("ijd", atoms, 2.0)
+    assert len(graph.receiver) == len(i)
+    ours = np.sort(graph.vectors(structures).norm(dim=1).numpy())
+    np.testing.assert_allclose(ours, np.sort(distance), rtol=1e-12)
+    assert (graph.shift == 0).all()
+
+
+# --- 4. batching --------------------------------------------------------------------------------
+
+
+def test_batch_equals_one_structure_at_a_time(model):
+    batch = [ethanol(), diamond_primitive(), molecule("H2O"), triclinic_crystal()]
+    together = evaluate(model, batch, stress=True)
+    start = 0
+    for b, atoms in enumerate(batch):
+        alone = evaluate(model, [atoms], stress=True)
+        n = len(atoms)
+        close(together["energy"][b], alone["energy"][0])
+        close(together["forces"][start : start + n], alone["forces"])
+        close(together["atomic_energies"][start : start + n], alone["atomic_energies"])
+        if atoms.pbc.all():
+            close(together["stress"][b], alone["stress"][0])
+            assert np.abs(alone["stress"][0]).max() > 1e-3
+        else:
+            np.testing.assert_array_equal(together["stress"][b], 0.0)
+        start += n
+    assert start == len(together["forces"])
+
+
+# --- 5. elements the model never saw -------------------------------------------------------------
+
+
+def test_unknown_element_is_a_clear_error():
+    model = make_model(elements=(6,))
+    silicon = bulk("Si", "diamond", a=5.43)
+    with pytest.raises(ValueError, match=r"\bSi\b"):
+        model(Structures.from_atoms([silicon]))
+    mixed = Atoms("CSi", positions=[[0, 0, 0], [1.9, 0, 0]])
+    with pytest.raises(ValueError, match=r"\bSi\b") as info:
+        model(Structures.from_atoms([mixed]))
+    assert re.search(r"\bC\b", str(info.value))  # names what it does know, too
+    silicon.calc = ResponseMatchingCalculator(model)
+    with pytest.raises(ValueError, match=r"\bSi\b"):
+        silicon.get_potential_energy()
+
+
+# --- 6. checkpoints ----------------------------------------------------------------------------
+
+
+def test_checkpoint_round_trip(tmp_path):
+    model = make_model(seed=4)
+    with torch.no_grad():
+        model.element_volumes.copy_(torch.tensor([5.5, 8.25, 12.0], dtype=torch.float64))
+    path = tmp_path / "model.pt"
+    save_model(path, model)
+
+    raw = torch.load(path, weights_only=True)
+    assert isinstance(raw, dict)
+    for key in ("model_config", "elements", "element_volumes", "state_dict"):
+        assert key in raw
+    assert raw["model_config"] == model.config.to_dict()
+    assert ModelConfig.from_dict(raw["model_config"]) == model.config
+    assert list(raw["elements"]) == [1, 6, 8]
+    assert raw["element_volumes"] == {1: 5.5, 6: 8.25, 8: 12.0}
+    assert set(raw["state_dict"]) == set(model.state_dict())
+    assert load_checkpoint(path)["elements"] == raw["elements"]
+
+    loaded = load_model(path, dtype=torch.float64)
+    assert not loaded.training
+    assert loaded.config == model.config
+    for name, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], value), name
+    batch = [ethanol(), triclinic_crystal()]
+    reference, out = evaluate(model, batch, stress=True), evaluate(loaded, batch, stress=True)
+    for key in ("energy", "forces", "stress", "atomic_energies"):
+        close(out[key], reference[key], rtol=1e-12)
+
+    for atoms in (triclinic_crystal(), ethanol()):
+        in_memory = atoms.copy()
+        in_memory.calc = ResponseMatchingCalculator(model)
+        from_file = atoms.copy()
+        from_file.calc = respmatch.calculator(path)
+        assert from_file.get_potential_energy() == pytest.approx(
+            in_memory.get_potential_energy(), rel=1e-12
+        )
+        close(from_file.get_forces(), in_memory.get_forces(), rtol=1e-12)
+
+
+def test_loading_a_missing_or_foreign_file_fails_clearly(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load_model(tmp_path / "absent.pt")
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    with pytest.raises(ValueError):
+        load_model(foreign)
+
+
+# --- 7. the ASE calculator ------------------------------------------------------------------------
+
+
+def test_calculator_rejects_partially_periodic_cells(model):
+    slab = triclinic_crystal()
+    slab.pbc = (True, True, False)
+    slab.calc = ResponseMatchingCalculator(model)
+    with pytest.raises(ValueError, match="periodic"):
+        slab.get_potential_energy()
+
+
+def test_calculator_on_a_molecule(model):
+    atoms = ethanol()
+    atoms.calc = ResponseMatchingCalculator(model)
+    energy = atoms.get_potential_energy()
+    forces = atoms.get_forces()
+    reference = evaluate(model, [ethanol()], stress=False)
+    assert energy == pytest.approx(float(reference["energy"][0]), rel=1e-12)
+    close(forces, reference["forces"], rtol=1e-12)
+    assert forces.shape == (9, 3)
+    close(atoms.get_potential_energies().sum(), energy)
+    with pytest.raises(PropertyNotImplementedError):
+        atoms.get_stress()
+
+
+def test_calculator_on_a_crystal(model):
+    atoms = triclinic_crystal()
+    atoms.calc = ResponseMatchingCalculator(model)
+    reference = evaluate(model, [triclinic_crystal()], stress=True)
+    assert atoms.get_potential_energy() == pytest.approx(float(reference["energy"][0]), rel=1e-12)
+    close(atoms.get_forces(), reference["forces"], rtol=1e-12)
+    s = reference["stress"][0]
+    close(atoms.get_stress(), [s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]], rtol=1e-12)
+    # moving an atom invalidates the cached results
+    atoms.positions[0] += 0.1
+    moved = evaluate(model, [atoms.copy()], stress=True)
+    assert atoms.get_potential_energy() == pytest.approx(float(moved["energy"][0]), rel=1e-12)
+    assert atoms.get_potential_energy() != pytest.approx(float(reference["energy"][0]), rel=1e-6)
