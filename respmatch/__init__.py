@@ -8,6 +8,7 @@ from respmatch.calculator import ResponseMatchingCalculator, calculator
 from respmatch.io import StructureError, read_structures
 from respmatch.labels import LabelConfig, draw_labels, export_labels, label_preset
 from respmatch.model import Denoiser, ModelConfig, load_model
+from respmatch.search.generate import generate, search_preset
 from respmatch.structures import Structures
 from respmatch.train import TrainConfig, train
 
@@ -24,8 +25,10 @@ __all__ = [
     "calculator",
     "draw_labels",
     "export_labels",
+    "generate",
     "label_preset",
     "load_model",
     "read_structures",
+    "search_preset",
     "train",
 ]

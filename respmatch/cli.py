@@ -1,4 +1,4 @@
-"""Command line: ``respmatch train | label | info``."""
+"""Command line: ``respmatch train | label | info | generate | export``."""
 
 from __future__ import annotations
 
@@ -98,6 +98,40 @@ def cmd_info(args) -> None:
     print(json.dumps(summary, indent=2, default=str))
 
 
+def cmd_generate(args) -> None:
+    from respmatch.search.generate import generate
+    from respmatch.search.starts import parse_volume_range
+
+    volume = parse_volume_range(args.volume_per_atom) if args.volume_per_atom else None
+    summary = generate(
+        args.model,
+        args.composition,
+        args.n,
+        args.out,
+        preset=args.preset,
+        volume_per_atom=volume,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        device=args.device,
+        dtype=getattr(torch, args.dtype),
+        resume=args.resume,
+        progress=not args.quiet,
+        options=_key_values(args.option, "--option"),
+    )
+    print(
+        f"{summary['stored']} structures in {summary['out']} "
+        f"({summary['relaxed']} relaxed now in {summary['seconds']:.1f} s, "
+        f"{summary['converged_share']:.0%} converged)"
+    )
+
+
+def cmd_export(args) -> None:
+    from respmatch.store import export
+
+    n = export(args.run, args.out, only_converged=args.converged_only)
+    print(f"wrote {n} structures to {args.out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="respmatch", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -133,6 +167,32 @@ def build_parser() -> argparse.ArgumentParser:
     label.add_argument("--out", required=True, help="extxyz file to write")
     label.set_defaults(func=cmd_label)
 
+    generate = commands.add_parser("generate", help="random structure search on a trained model")
+    generate.add_argument("--model", required=True)
+    generate.add_argument("--composition", required=True, help="formula of one cell or molecule, e.g. C8")
+    generate.add_argument("--n", type=int, required=True, help="number of structures")
+    generate.add_argument("--out", required=True, help="ase.db file (RUN.db) or database URL")
+    generate.add_argument("--preset", choices=["molecule", "crystal", "fixed-volume"])
+    generate.add_argument("--volume-per-atom", help="Å³ per atom, V or a range A:B sampled evenly")
+    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("--batch-size", type=int, default=64)
+    generate.add_argument("--device", default="cpu", help="cpu or cuda")
+    generate.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    generate.add_argument(
+        "--option", action="append", default=[], metavar="KEY=VALUE",
+        help="override a search setting, e.g. min_distance=0.8 or kick-relax.fmax=1e-4",
+    )
+    generate.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    generate.add_argument("--threads", type=int, help="torch CPU threads")
+    generate.add_argument("--quiet", action="store_true", help="no progress bar")
+    generate.set_defaults(func=cmd_generate)
+
+    export = commands.add_parser("export", help="write a run's structures to extxyz or CIF")
+    export.add_argument("run", help="RUN.db")
+    export.add_argument("--out", required=True, help="FILE.extxyz or FILE.cif")
+    export.add_argument("--converged-only", action="store_true")
+    export.set_defaults(func=cmd_export)
+
     info = commands.add_parser("info", help="describe a trained model")
     info.add_argument("model")
     info.set_defaults(func=cmd_info)
@@ -145,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         _threads(args)
     try:
         args.func(args)
-    except (StructureError, FileNotFoundError, ValueError) as error:
+    except (StructureError, FileNotFoundError, FileExistsError, ValueError) as error:
         print(f"respmatch: error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -12,22 +12,8 @@ from respmatch.train import TrainConfig, fit_element_volumes, preset_for
 
 
 @pytest.fixture(scope="module")
-def diamond():
-    return bulk("C", "diamond", a=3.567, cubic=True)
-
-
-@pytest.fixture(scope="module")
-def trained(diamond, tmp_path_factory):
-    path = tmp_path_factory.mktemp("model") / "diamond.pt"
-    labels = label_preset(
-        "crystal", noise_levels=(0, 1, 2, 4, 6, 8), strain_scales=(-0.05, 0.0, 0.05)
-    )
-    config = TrainConfig(epochs=40, batch_size=4, seed=1, early_stop_patience=40)
-    result = respmatch.train(
-        [diamond], path, label_config=labels, config=config, progress=False,
-        model_options={"cutoff": 3.5},
-    )
-    return path, result
+def trained(trained_diamond):
+    return trained_diamond
 
 
 def test_training_lowers_force_loss_tenfold(trained):

@@ -1,0 +1,1 @@
+"""Random structure search: starting structures and their relaxation (DESIGN §1.3)."""

@@ -1,0 +1,105 @@
+"""The batched FIRE relaxer against ASE's FIRE (+ FrechetCellFilter), and its bookkeeping."""
+
+import numpy as np
+import pytest
+import torch
+from ase.build import molecule
+from ase.filters import FrechetCellFilter
+from ase.optimize import FIRE
+
+import respmatch
+from respmatch.search.relax import BatchRelaxer, Job, Stage, relax
+
+
+@pytest.fixture(scope="module")
+def model(trained_diamond):
+    return respmatch.load_model(trained_diamond[0], dtype=torch.float64)
+
+
+def distorted_starts(diamond, n=3):
+    starts = []
+    for k in range(n):
+        atoms = diamond.copy()
+        atoms.rattle(0.08, seed=k)
+        strain = np.eye(3) + 0.03 * np.random.default_rng(k).standard_normal((3, 3))
+        atoms.set_cell(atoms.cell.array @ strain, scale_atoms=True)
+        starts.append(atoms)
+    return starts
+
+
+def ase_relax(atoms, path, cell, fmax, steps):
+    atoms = atoms.copy()
+    atoms.calc = respmatch.calculator(path)
+    target = atoms if cell == "fixed" else FrechetCellFilter(atoms, constant_volume=cell == "constant-volume")
+    optimizer = FIRE(target, logfile=None)
+    converged = optimizer.run(fmax=fmax, steps=steps)
+    return atoms, converged, optimizer.nsteps
+
+
+@pytest.mark.parametrize("cell", ["full", "constant-volume", "fixed"])
+def test_batched_relaxation_ends_where_ase_fire_ends(model, trained_diamond, diamond, cell):
+    starts = distorted_starts(diamond)
+    results = relax(model, starts, (Stage("s", fmax=1e-3, max_steps=300, cell=cell),), batch_size=2, dtype=torch.float64)
+    for start, result in zip(starts, results):
+        reference, converged, steps = ase_relax(start, trained_diamond[0], cell, 1e-3, 300)
+        n = len(reference)
+        assert result.converged == converged
+        assert abs(result.energy / n - reference.get_potential_energy() / n) < 1e-4
+        rms = np.sqrt(((result.atoms.positions - reference.positions) ** 2).sum(1).mean())
+        assert rms < 0.01
+        assert np.allclose(result.atoms.cell.array, reference.cell.array, atol=1e-3)
+        assert result.steps == steps  # the same algorithm, step for step
+        if cell == "constant-volume":
+            assert result.atoms.get_volume() == pytest.approx(start.get_volume(), rel=1e-8)
+
+
+def test_molecule_relaxation_matches_ase(model, trained_diamond):
+    start = molecule("C6H6")[:6]  # a carbon ring, relaxed as a molecule
+    start.rattle(0.05, seed=2)
+    (result,) = relax(model, [start], (Stage("s", fmax=1e-3, max_steps=300),), dtype=torch.float64)
+    reference, converged, steps = ase_relax(start, trained_diamond[0], "fixed", 1e-3, 300)
+    assert result.converged == converged and result.steps == steps
+    assert np.sqrt(((result.atoms.positions - reference.positions) ** 2).sum(1).mean()) < 0.01
+    assert not result.atoms.pbc.any()
+
+
+def test_max_steps_ends_a_stage_unconverged(model, diamond):
+    (result,) = relax(model, distorted_starts(diamond, 1), (Stage("s", fmax=1e-9, max_steps=7, cell="full"),), dtype=torch.float64)
+    assert result.steps == 7 and not result.converged
+
+
+def test_refilled_batch_gives_the_same_results(model, diamond):
+    starts = distorted_starts(diamond, 5)
+    stages = (Stage("a", fmax=5e-3, max_steps=200, cell="constant-volume"), Stage("b", fmax=1e-3, max_steps=200, cell="full"))
+    small = relax(model, starts, stages, batch_size=2, dtype=torch.float64)
+    whole = relax(model, starts, stages, batch_size=5, dtype=torch.float64)
+    assert [r.key for r in small] == list(range(5))
+    for a, b in zip(small, whole):
+        assert a.steps == b.steps and a.stage == b.stage == "b"
+        assert a.energy == pytest.approx(b.energy, abs=1e-8)
+        assert np.allclose(a.atoms.positions, b.atoms.positions, atol=1e-6)
+
+
+def test_one_model_call_per_step_for_the_whole_batch(model, diamond):
+    starts = distorted_starts(diamond, 4)
+    relaxer = BatchRelaxer(model, batch_size=4, dtype=torch.float64)
+    jobs = [Job(key=i, atoms=a, stages=(Stage("s", fmax=1e-9, max_steps=10),)) for i, a in enumerate(starts)]
+    results = list(relaxer.run(jobs))
+    assert len(results) == 4
+    assert relaxer.model_calls == 11  # 10 steps + the final force evaluation, all four together
+
+
+def test_kick_between_stages_is_reproducible(model, diamond):
+    stages = (Stage("first", fmax=1e-2, max_steps=50), Stage("kicked", fmax=1e-9, max_steps=0, kick=0.75))
+    start = distorted_starts(diamond, 1)
+    (once,) = relax(model, start, stages, dtype=torch.float64, seed=3)
+    (again,) = relax(model, start, stages, dtype=torch.float64, seed=3)
+    (no_kick,) = relax(model, start, stages[:1], dtype=torch.float64, seed=3)
+    assert np.array_equal(once.atoms.positions, again.atoms.positions)
+    moved = np.abs(once.atoms.positions - no_kick.atoms.positions)
+    assert moved.max() <= 0.75 and moved.max() > 0.05
+
+
+def test_unknown_cell_mode_is_rejected():
+    with pytest.raises(ValueError, match="cell must be one of"):
+        Stage("s", fmax=1e-3, max_steps=10, cell="wobbly")

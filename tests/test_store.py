@@ -1,0 +1,264 @@
+"""Results store: rows round-trip, resume rules, export, and survival of a killed writer."""
+
+import sqlite3
+import subprocess
+import sys
+
+import ase.db
+import numpy as np
+import pytest
+from ase.build import bulk, molecule
+from ase.io import read
+
+from respmatch.store import RESUME_MAY_CHANGE, RunStore, export
+
+PARAMS = {
+    "composition": "C8",
+    "preset": "crystal",
+    "seed": 7,
+    "n": 10,
+    "model_sha256": "ab" * 32,
+    "volume_per_atom": (5.5, 7.5),
+    "stages": {"relax": {"fmax": 0.05, "steps": 200}},
+    "batch_size": 4,
+    "device": "cpu",
+}
+
+
+def crystal(i):
+    """A distinct small crystal per index (rattled diamond) so round-trips are not trivial."""
+    atoms = bulk("C", "diamond", a=3.5 + 0.01 * i)
+    atoms.rattle(0.05, seed=i)
+    return atoms
+
+
+def put(store, index, atoms=None, converged=True, **extra):
+    store.write(
+        crystal(index) if atoms is None else atoms,
+        index=index,
+        seed=1000 + index,
+        pseudo_energy_per_atom=-0.5 * index,
+        converged=converged,
+        steps=10 * index,
+        stage="relax",
+        extra=extra or None,
+    )
+
+
+def test_rows_types_and_metadata_round_trip(tmp_path):
+    path = tmp_path / "RUN.db"
+    store = RunStore(path, PARAMS)
+    for i in (5, 0, 2):  # written out of order, numpy types as a batched run produces them
+        store.write(
+            crystal(i),
+            index=np.int64(i),
+            seed=np.int64(1000 + i),
+            pseudo_energy_per_atom=np.float32(-0.5 * i),
+            converged=np.bool_(i != 2),
+            steps=np.int32(10 * i),
+            stage="relax",
+            extra={"max_force": np.float64(0.01 * i)},
+        )
+    assert len(store) == 3
+
+    again = RunStore(path, PARAMS, resume=True)
+    assert again.done_indices() == {0, 2, 5}
+    assert len(again) == 3
+    assert again.run_id == store.run_id
+    rows = list(again.rows())
+    assert [kv["index"] for _, kv in rows] == [0, 2, 5]
+    for atoms, kv in rows:
+        i = kv["index"]
+        assert kv == {
+            "index": i,
+            "seed": 1000 + i,
+            "pseudo_energy_per_atom": pytest.approx(-0.5 * i),
+            "converged": i != 2,
+            "steps": 10 * i,
+            "stage": "relax",
+            "run": store.run_id,
+            "max_force": pytest.approx(0.01 * i),
+        }
+        for key in ("index", "seed", "steps"):
+            assert type(kv[key]) is int
+        assert type(kv["pseudo_energy_per_atom"]) is float
+        assert type(kv["converged"]) is bool
+        ref = crystal(i)
+        np.testing.assert_allclose(atoms.positions, ref.positions)
+        np.testing.assert_allclose(atoms.cell[:], ref.cell[:])
+        assert list(atoms.numbers) == list(ref.numbers)
+
+    expected = dict(PARAMS, volume_per_atom=[5.5, 7.5])
+    assert again.metadata == expected
+    assert ase.db.connect(str(path)).metadata == expected
+
+
+def test_reopen_without_resume_is_refused(tmp_path):
+    path = tmp_path / "RUN.db"
+    store = RunStore(path, PARAMS)
+    put(store, 0)
+    put(store, 1)
+    with pytest.raises(FileExistsError, match="already holds a run of 2 structures; use --resume"):
+        RunStore(path, PARAMS)
+
+    empty = tmp_path / "EMPTY.db"
+    RunStore(empty, PARAMS)  # metadata only: still a run
+    with pytest.raises(FileExistsError, match="0 structures"):
+        RunStore(empty, PARAMS)
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("composition", "Si8"),
+        ("seed", 8),
+        ("model_sha256", "cd" * 32),
+        ("volume_per_atom", (5.5, 8)),
+    ],
+)
+def test_resume_with_a_different_run_is_refused(tmp_path, key, value):
+    path = tmp_path / "RUN.db"
+    put(RunStore(path, PARAMS), 0)
+    with pytest.raises(ValueError, match=key) as err:
+        RunStore(path, dict(PARAMS, **{key: value}), resume=True)
+    assert repr(PARAMS[key] if key != "volume_per_atom" else [5.5, 7.5]) in str(err.value)
+    assert repr(value if key != "volume_per_atom" else [5.5, 8]) in str(err.value)
+    assert RunStore(path, PARAMS, resume=True).metadata["n"] == PARAMS["n"]  # nothing changed
+
+
+def test_resume_may_change_batch_size_device_and_grow_n(tmp_path):
+    assert RESUME_MAY_CHANGE == {"batch_size", "device", "threads", "n"}
+    path = tmp_path / "RUN.db"
+    first = RunStore(path, PARAMS)
+    put(first, 0)
+    grown = dict(PARAMS, batch_size=64, device="cuda", threads=2, n=25)
+    store = RunStore(path, grown, resume=True)
+    assert store.run_id == first.run_id
+    assert store.metadata["n"] == 25
+    put(store, 1)
+    assert {kv["run"] for _, kv in store.rows()} == {first.run_id}
+    assert RunStore(path, resume=True).metadata == dict(grown, volume_per_atom=[5.5, 7.5])
+    with pytest.raises(ValueError, match="n=5.*n=25"):
+        RunStore(path, dict(grown, n=5), resume=True)
+
+
+def test_duplicate_index_is_refused(tmp_path):
+    path = tmp_path / "RUN.db"
+    store = RunStore(path, PARAMS)
+    put(store, 3)
+    with pytest.raises(ValueError, match="structure 3 is already stored"):
+        put(store, 3)
+    with pytest.raises(ValueError, match="structure 3 is already stored"):
+        put(RunStore(path, PARAMS, resume=True), 3)
+    assert ase.db.connect(str(path)).count() == 1
+
+
+def test_export_extxyz(tmp_path):
+    path = tmp_path / "RUN.db"
+    store = RunStore(path, PARAMS)
+    for i in (4, 1, 0, 3):
+        put(store, i, converged=i != 3)
+    put(store, 2, atoms=molecule("H2O"), converged=True)
+
+    out = tmp_path / "all.xyz"
+    assert export(path, out) == 5
+    images = read(out, ":")
+    assert [a.info["index"] for a in images] == [0, 1, 2, 3, 4]
+    for atoms in images:
+        i = atoms.info["index"]
+        assert atoms.info["seed"] == 1000 + i
+        assert atoms.info["pseudo_energy_per_atom"] == pytest.approx(-0.5 * i)
+        assert atoms.info["converged"] == (i != 3)
+        assert atoms.info["steps"] == 10 * i
+        assert atoms.info["stage"] == "relax"
+        ref = molecule("H2O") if i == 2 else crystal(i)
+        np.testing.assert_allclose(atoms.positions, ref.positions, atol=1e-6)
+        np.testing.assert_allclose(atoms.cell[:], ref.cell[:], atol=1e-6)
+        assert list(atoms.pbc) == list(ref.pbc)
+
+    assert export(path, tmp_path / "ok.extxyz", only_converged=True) == 4
+    assert [a.info["index"] for a in read(tmp_path / "ok.extxyz", ":")] == [0, 1, 2, 4]
+
+
+def test_export_cif_and_refusals(tmp_path):
+    path = tmp_path / "RUN.db"
+    store = RunStore(path, PARAMS)
+    for i in (2, 0, 1):
+        put(store, i)
+
+    assert export(path, tmp_path / "x.cif") == 3
+    images = read(tmp_path / "x.cif", ":")
+    assert len(images) == 3
+    for atoms, i in zip(images, (0, 1, 2)):
+        assert atoms.get_volume() == pytest.approx(crystal(i).get_volume())
+        assert len(atoms) == 2
+
+    put(store, 3, atoms=molecule("H2O"))
+    with pytest.raises(ValueError, match="structure 3 is not periodic"):
+        export(path, tmp_path / "bad.cif")
+    assert not (tmp_path / "bad.cif").exists()
+    with pytest.raises(ValueError, match=r"\.cif, \.extxyz, \.xyz"):
+        export(path, tmp_path / "x.pdb")
+    with pytest.raises(FileNotFoundError, match="nowhere.db"):
+        export(tmp_path / "nowhere.db", tmp_path / "x.xyz")
+    assert not (tmp_path / "nowhere.db").exists()
+
+
+def test_urls_pass_through_and_plain_paths_are_sqlite(tmp_path, monkeypatch):
+    calls = []
+    real_connect = ase.db.connect
+
+    def fake_connect(name, **kwargs):
+        calls.append((name, kwargs))
+        return real_connect(str(tmp_path / "server.db"))
+
+    monkeypatch.setattr(ase.db, "connect", fake_connect)
+    url = "postgresql://user:pw@host:5432/runs"
+    put(RunStore(url, PARAMS), 0)
+    assert export(url, tmp_path / "u.xyz") == 1
+    assert calls == [(url, {}), (url, {})]
+
+    monkeypatch.setattr(ase.db, "connect", real_connect)
+    put(RunStore(tmp_path / "RUN", PARAMS), 0)  # no suffix: still an SQLite file
+    count = sqlite3.connect(tmp_path / "RUN").execute("SELECT COUNT(*) FROM systems").fetchone()
+    assert count == (1,)
+
+
+def test_killed_writer_loses_nothing_committed(tmp_path):
+    path = tmp_path / "RUN.db"
+    script = f"""
+from respmatch.store import RunStore
+from ase.build import bulk
+store = RunStore({str(path)!r}, {PARAMS!r})
+for i in range(100000):
+    store.write(bulk("C", "diamond"), index=i, seed=i, pseudo_energy_per_atom=-1.0,
+                converged=True, steps=i, stage="relax")
+    if i == 2:
+        print("3 written", flush=True)
+"""
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == "3 written\n"
+    finally:
+        proc.kill()  # SIGKILL while it keeps writing: no clean-up of any kind runs
+        proc.wait(timeout=30)
+        proc.stdout.close()
+
+    assert sqlite3.connect(path).execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    store = RunStore(path, PARAMS, resume=True)
+    done = store.done_indices()
+    assert done >= {0, 1, 2}
+    assert done == set(range(len(done)))  # committed in order, nothing half-written
+    for atoms, kv in store.rows():
+        assert len(atoms) == 2 and kv["steps"] == kv["index"]
+    put(store, len(done))  # the resumed run carries on
+    assert len(RunStore(path, PARAMS, resume=True)) == len(done) + 1
+
+
+def test_stale_lock_file_does_not_block(tmp_path):
+    path = tmp_path / "RUN.db"
+    put(RunStore(path, PARAMS), 0)
+    (tmp_path / "RUN.db.lock").write_text("")  # what ase.db's lock leaves when a writer is killed
+    store = RunStore(path, dict(PARAMS, n=20), resume=True)
+    put(store, 1)
+    assert store.done_indices() == {0, 1}
