@@ -32,20 +32,27 @@ VALIDATION_SEED_OFFSET = 1_000_003
 
 @dataclass
 class TrainConfig:
-    epochs: int = 400
-    batch_size: int = 8  # labelled copies per optimiser step
+    """Optimisation settings.
+
+    The paper used batches of 2, plateau factor 0.8 with patience 10 and 400 epochs.  Fresh labels
+    every epoch and standardised features let a faster schedule reach the same validation error:
+    on the one-diamond task these defaults match a 50-epoch batch-2 run in about 32 epochs
+    (benchmarks/train_speed.py).
+    """
+
+    epochs: int = 400  # an upper bound: early stopping usually ends training well before
+    batch_size: int = 4  # labelled copies per optimiser step
     learning_rate: float = 1e-2
     ema_decay: float = 0.99
     grad_clip: float = 10.0
-    plateau_factor: float = 0.8
-    plateau_patience: int = 10
-    early_stop_patience: int = 40  # epochs without a better validation loss
+    plateau_factor: float = 0.6
+    plateau_patience: int = 2
+    early_stop_patience: int = 8  # epochs without a better validation loss
     min_improvement: float = 1e-3  # relative change that counts as better
     force_weight: float = 1.0
     stress_weight: float = 1.0
     energy_weight: float = 0.01  # per-atom energy, small: keeps Ẽ near 0 at the training data
     val_fraction: float = 0.1  # of structures, when there are at least 10
-    val_repeats: int = 1  # labelled draws of the validation structures
     seed: int = 0
 
 
