@@ -37,7 +37,7 @@ def model_path(args) -> Path:
     if not path.exists():
         path.parent.mkdir(exist_ok=True)
         structures = respmatch.read_structures(Path(args.data_dir) / "diamond" / "diamond-72.xyz")
-        respmatch.train(structures, path, config=TrainConfig(epochs=40, early_stop_patience=6, min_improvement=5e-3))
+        respmatch.train(structures, path, config=TrainConfig(epochs=60))
     return path
 
 
