@@ -122,11 +122,12 @@ class Denoiser(nn.Module):
         """
         width = max(graph.max_neighbors, 1)
         flat = graph.receiver * width + graph.slot
-        both = torch.cat([weights, angular], dim=1)
-        dense = both.new_zeros(n_atoms * width, both.shape[1]).index_copy(0, flat, both)
-        dense = dense.view(n_atoms, width, -1)
-        k = weights.shape[1]
-        return torch.bmm(dense[:, :, :k].transpose(1, 2), dense[:, :, k:])
+
+        def dense(values):  # scattered separately: the backward of slices would zero-fill copies
+            out = values.new_zeros(n_atoms * width, values.shape[1]).index_copy(0, flat, values)
+            return out.view(n_atoms, width, values.shape[1])
+
+        return torch.bmm(dense(weights).transpose(1, 2), dense(angular))
 
     @torch.no_grad()
     def standardize_features(self, structures: Structures) -> None:
