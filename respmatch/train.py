@@ -48,7 +48,7 @@ class TrainConfig:
     plateau_factor: float = 0.6
     plateau_patience: int = 2
     early_stop_patience: int = 8  # epochs without a better validation loss
-    min_improvement: float = 1e-3  # relative change that counts as better
+    min_improvement: float = 2e-3  # relative change that counts as better
     force_weight: float = 1.0
     stress_weight: float = 1.0
     energy_weight: float = 0.01  # per-atom energy, small: keeps Ẽ near 0 at the training data
@@ -188,7 +188,10 @@ def train(
     ema = AveragedModel(model, avg_fn=warmup_ema(config.ema_decay))
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, amsgrad=True)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, factor=config.plateau_factor, patience=config.plateau_patience
+        optimizer,
+        factor=config.plateau_factor,
+        patience=config.plateau_patience,
+        threshold=config.min_improvement,  # the same notion of "better" as early stopping
     )
     history, best, start_epoch = [], {"loss": math.inf, "epoch": -1}, 0
     initial = {}
