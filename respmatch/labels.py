@@ -201,7 +201,7 @@ def _repulsion(structures: Structures, radius: float):
     cells = structures.cell.detach().numpy()
     pairs, shifts, owners = [], [], []
     for b, (start, n) in enumerate(zip(structures.first_atom.tolist(), structures.n_atoms.tolist())):
-        i, j, shift, _ = neighbor_pairs(
+        i, j, shift = neighbor_pairs(
             positions[start : start + n], cells[b], bool(structures.periodic[b]), radius, full=False
         )
         if len(i):

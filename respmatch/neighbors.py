@@ -42,17 +42,16 @@ class Graph:
 
 def neighbor_pairs(
     positions: np.ndarray, cell: np.ndarray, periodic: bool, cutoff: float, full: bool = True
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Pairs (i, j, shift, distance) of one structure closer than ``cutoff``."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs (i, j, lattice shift of j) of one structure closer than ``cutoff``."""
     box = cell if periodic else np.zeros((3, 3))
     calculator = vesin.NeighborList(cutoff=float(cutoff), full_list=full)
-    i, j, shift, distance = calculator.compute(
+    return calculator.compute(
         points=np.ascontiguousarray(positions, dtype=np.float64),
         box=np.ascontiguousarray(box, dtype=np.float64),
         periodic=bool(periodic),
-        quantities="ijSd",
+        quantities="ijS",
     )
-    return i, j, shift, distance
 
 
 def build_graph(structures: Structures, cutoff: float) -> Graph:
@@ -61,7 +60,7 @@ def build_graph(structures: Structures, cutoff: float) -> Graph:
     periodic = structures.periodic.cpu().numpy()
     receivers, senders, shifts = [], [], []
     for b, (start, n) in enumerate(zip(structures.first_atom.tolist(), structures.n_atoms.tolist())):
-        i, j, shift, _ = neighbor_pairs(positions[start : start + n], cells[b], periodic[b], cutoff)
+        i, j, shift = neighbor_pairs(positions[start : start + n], cells[b], periodic[b], cutoff)
         receivers.append(i + start)
         senders.append(j + start)
         shifts.append(shift)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from ase import Atoms
+from scipy.optimize import nnls
 from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
@@ -89,7 +90,9 @@ def fit_element_volumes(structures: list[Atoms], elements: tuple[int, ...]) -> n
         return np.zeros(len(elements))
     counts = np.array([[np.sum(a.numbers == z) for z in elements] for a in crystals], float)
     volumes = np.array([a.get_volume() for a in crystals])
-    return np.linalg.lstsq(counts, volumes, rcond=None)[0]
+    # Non-negative least squares: plain lstsq on elements that always occur in a fixed ratio
+    # can give one of them a negative volume, which would break the sizing of search cells.
+    return nnls(counts, volumes)[0]
 
 
 def mean_neighbors(structures: list[Atoms], cutoff: float) -> float:
@@ -196,11 +199,17 @@ def train(
     history, best, start_epoch = [], {"loss": math.inf, "epoch": -1}, 0
     initial = {}
     if resume and state_path.exists():
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        try:
+            state = torch.load(state_path, map_location="cpu", weights_only=True)
+            model.load_state_dict(state["model"])
+            ema.load_state_dict(state["ema"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+        except Exception as error:  # corrupt file, or a run with other model options
+            raise ValueError(
+                f"{state_path}: cannot resume from this training state "
+                f"(was it written with other options?): {error}"
+            ) from error
         history, best, start_epoch = state["history"], state["best"], state["epoch"] + 1
         initial = state["initial"]
 

@@ -172,3 +172,12 @@ def test_cli_generate_and_export(trained_diamond, tmp_path, capsys):
     assert main(["generate", "--model", str(trained_diamond[0]), "--composition", "Si2", "--n", "1",
                  "--out", str(tmp_path / "bad.db"), "--volume-per-atom", "5", "--quiet"]) == 2
     assert "Si" in capsys.readouterr().err
+
+
+def test_volume_range_run_cannot_be_extended(trained_diamond, tmp_path):
+    """With a volume range, n spreads the volumes: a larger n would move every unstored index."""
+    out = tmp_path / "run.db"
+    common = dict(volume_per_atom=(4.0, 6.0), progress=False, options={"stage0.max_steps": 0})
+    respmatch.generate(trained_diamond[0], "C4", 2, out, **common)
+    with pytest.raises(ValueError, match="volume_sweep_size"):
+        respmatch.generate(trained_diamond[0], "C4", 3, out, resume=True, **common)

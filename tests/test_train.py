@@ -77,3 +77,19 @@ def test_preset_inferred_from_periodicity(diamond):
     assert preset_for([molecule("H2O")]) == "molecule"
     with pytest.raises(ValueError, match="mixes molecules and crystals"):
         preset_for([diamond, molecule("H2O")])
+
+
+def test_resume_with_other_model_options_is_a_clear_error(diamond, tmp_path):
+    path = tmp_path / "m.pt"
+    labels = label_preset("crystal", noise_levels=(0, 2), strain_scales=(0.0,))
+    respmatch.train([diamond], path, config=TrainConfig(epochs=1), label_config=labels,
+                    progress=False, model_options={"cutoff": 3.0})
+    with pytest.raises(ValueError, match="cannot resume"):
+        respmatch.train([diamond], path, config=TrainConfig(epochs=2), label_config=labels,
+                        progress=False, model_options={"cutoff": 3.0, "n_radial": 4}, resume=True)
+
+
+def test_element_volumes_are_never_negative():
+    # Na and Cl always in a 1:1 ratio: lstsq's minimum-norm answer is not unique; nnls stays >= 0.
+    crystals = [bulk("NaCl", "rocksalt", a=5.6), bulk("NaCl", "rocksalt", a=5.7) * (2, 1, 1)]
+    assert (fit_element_volumes(crystals, (11, 17)) >= 0).all()

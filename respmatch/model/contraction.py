@@ -3,8 +3,8 @@
 The atomic basis A[k, m] holds, per channel k, the neighbour sums of the monomials m of degree
 l ≤ l_max.  Expanding each degree into its full symmetric rank-l Cartesian tensor T_l, the
 invariants are complete index contractions: T_0 (body order 2), T_l·T_l (order 3), and the
-triple contractions T_1T_1T_2, T_2T_2T_2, T_1T_2T_3, T_2T_3T_3 (order 4).  Products that
-contain T_0 are left to the readout MLP.  Channels are not mixed (diagonal in k), as in CACE.
+triple contractions T_1T_1T_2, T_2T_2T_2, T_1T_2T_3, T_2T_3T_3 (order 4).  Triple products
+that contain T_0 are left to the readout MLP (T_0·T_0 is kept among the squares).  Channels are not mixed (diagonal in k), as in CACE.
 """
 
 from __future__ import annotations

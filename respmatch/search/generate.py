@@ -123,6 +123,12 @@ def generate(
         composition_volume(numbers, volumes)  # fails early if an element has no volume
 
     def start(index: int):
+        try:
+            return random_start(index)
+        except ValueError as error:
+            raise ValueError(f"structure {index} (seed {seed}): {error}") from error
+
+    def random_start(index: int):
         rng = start_rng(seed, index)
         if settings.start == "molecule":
             atoms = molecule_start(numbers, rng, settings.box, settings.min_distance)
@@ -141,6 +147,9 @@ def generate(
         "seed": seed,
         "n": n,
         "volume_per_atom": volume_per_atom,
+        # A volume range is spread over n structures: extending such a run would move the volume
+        # of every index not yet stored, so n is part of its identity (the store refuses a change).
+        "volume_sweep_size": n if isinstance(volume_per_atom, tuple) else None,
         "model": str(model_path),
         "model_sha256": model.checkpoint["sha256"],
         "search": asdict(settings),
@@ -149,7 +158,8 @@ def generate(
         "device": device,
     }
     store = RunStore(out, parameters, resume=resume)
-    todo = [i for i in range(n) if i not in store.done_indices()]
+    done = store.done_indices()
+    todo = [i for i in range(n) if i not in done]
     relaxer = BatchRelaxer(model, batch_size=batch_size, device=device, dtype=dtype)
     bar = tqdm(total=n, initial=n - len(todo), desc="generate", unit="structure", disable=not progress)
     started, finished, converged = time.perf_counter(), 0, 0
