@@ -9,7 +9,7 @@ reproducible from its seed, and the whole draw is vectorised over copies.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -17,6 +17,7 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import write
 
+from respmatch.config import PlainDict
 from respmatch.neighbors import neighbor_pairs
 from respmatch.structures import Structures
 
@@ -25,7 +26,7 @@ STRAIN_SCALES = tuple(float(s) for s in np.round(np.linspace(-0.1, 0.1, 11), 10)
 
 
 @dataclass(frozen=True)
-class LabelConfig:
+class LabelConfig(PlainDict):
     """Perturbation and response parameters; the defaults are the paper's crystal settings."""
 
     displacement_step: float = 0.05  # δ, Å: noise level k displaces by k·δ·U(-½, ½)
@@ -38,13 +39,6 @@ class LabelConfig:
     poisson_ratio: float = 0.3
     spring_constant: float = 1.0  # eV/Å²: harmonic restoring force -k·d
     label_noise: float = 0.0  # std of Gaussian noise added to force labels, eV/Å
-
-    def to_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, values: dict) -> LabelConfig:
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
 LABEL_PRESETS = {

@@ -41,16 +41,21 @@ class Graph:
 
 
 def neighbor_pairs(
-    positions: np.ndarray, cell: np.ndarray, periodic: bool, cutoff: float, full: bool = True
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pairs (i, j, lattice shift of j) of one structure closer than ``cutoff``."""
+    positions: np.ndarray,
+    cell: np.ndarray,
+    periodic: bool,
+    cutoff: float,
+    full: bool = True,
+    quantities: str = "ijS",
+) -> list[np.ndarray]:
+    """vesin's ``quantities`` (default: i, j, lattice shift of j) for pairs closer than ``cutoff``."""
     box = cell if periodic else np.zeros((3, 3))
     calculator = vesin.NeighborList(cutoff=float(cutoff), full_list=full)
     return calculator.compute(
         points=np.ascontiguousarray(positions, dtype=np.float64),
         box=np.ascontiguousarray(box, dtype=np.float64),
         periodic=bool(periodic),
-        quantities="ijS",
+        quantities=quantities,
     )
 
 

@@ -6,10 +6,11 @@ caused them, so they are rejected here with a message naming the record.
 """
 
 import numpy as np
-import vesin
 from ase import Atoms
 
-MAX_ATOMIC_NUMBER = 94  # Pu; heavier elements have (almost) no training data
+from respmatch.elements import MAX_Z
+from respmatch.neighbors import neighbor_pairs
+
 MIN_CELL_VOLUME = 1e-6  # |det(cell)| below this means there is no usable cell
 
 
@@ -36,12 +37,12 @@ def validate_structure(atoms: Atoms, where: str, *, min_distance: float = 0.5) -
         raise StructureError(f"{where}: no atoms")
 
     numbers = atoms.numbers
-    bad = np.flatnonzero((numbers < 1) | (numbers > MAX_ATOMIC_NUMBER))
+    bad = np.flatnonzero((numbers < 1) | (numbers > MAX_Z))
     if bad.size:
         i = bad[0]
         raise StructureError(
             f"{where}: unknown element: atom {i} has atomic number {numbers[i]} "
-            f"(supported: 1..{MAX_ATOMIC_NUMBER})"
+            f"(supported: 1..{MAX_Z})"
         )
 
     bad = np.flatnonzero(~np.isfinite(atoms.positions).all(axis=1))
@@ -66,9 +67,9 @@ def validate_structure(atoms: Atoms, where: str, *, min_distance: float = 0.5) -
 
 def _check_overlaps(atoms: Atoms, where: str, periodic: bool, min_distance: float) -> None:
     """Reject atoms closer than `min_distance`, including across periodic boundaries."""
-    box = atoms.cell.array if periodic else np.zeros((3, 3))
-    neighbors = vesin.NeighborList(cutoff=min_distance, full_list=False)
-    i, j, d = neighbors.compute(atoms.positions, box, periodic, quantities="ijd")
+    i, j, d = neighbor_pairs(
+        atoms.positions, atoms.cell.array, periodic, min_distance, full=False, quantities="ijd"
+    )
     if len(d) == 0:
         return
     k = np.argmin(d)

@@ -10,23 +10,21 @@ forces and stress come from autograd, so the potential is conservative and every
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 import torch
-from ase.data import chemical_symbols
 from torch import nn
 
+from respmatch.config import PlainDict
+from respmatch.elements import MAX_Z, missing_elements_error
 from respmatch.model.angular import CartesianAngularBasis
 from respmatch.model.contraction import SymmetricContraction
 from respmatch.model.radial import BesselRadialBasis
 from respmatch.neighbors import Graph, build_graph
 from respmatch.structures import Structures
 
-MAX_Z = 94
-
-
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(PlainDict):
     """Architecture; the defaults are the paper's (DESIGN §1.2)."""
 
     elements: tuple[int, ...]
@@ -39,13 +37,6 @@ class ModelConfig:
     nu_max: int = 3
     hidden: tuple[int, ...] = (24, 12)
     avg_neighbors: float = 1.0  # moments are divided by this, so features start O(1)
-
-    def to_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, values: dict) -> ModelConfig:
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
 class Denoiser(nn.Module):
@@ -86,13 +77,7 @@ class Denoiser(nn.Module):
         species = self.species_of_z[numbers.clamp(0, MAX_Z)]
         missing = (species < 0) | out_of_range
         if bool(missing.any()):
-            unknown = sorted(set(numbers[missing].tolist()))
-            names = [chemical_symbols[z] if 0 < z <= MAX_Z else f"Z={z}" for z in unknown]
-            known = [chemical_symbols[z] for z in self.config.elements]
-            raise ValueError(
-                f"the model was not trained on element(s) {', '.join(names)}; "
-                f"it knows {', '.join(known)}"
-            )
+            raise missing_elements_error(numbers[missing].tolist(), self.config.elements)
         return species
 
     def invariant_features(self, species, graph: Graph, vectors: torch.Tensor) -> torch.Tensor:

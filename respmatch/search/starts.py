@@ -13,15 +13,10 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 from ase import Atoms
-from ase.data import atomic_numbers, chemical_symbols
+from ase.data import atomic_numbers
 from ase.formula import Formula
 
-MAX_Z = 94
-
-
-def _symbols(numbers: Iterable[int]) -> str:
-    return ", ".join(chemical_symbols[z] for z in sorted(numbers))
-
+from respmatch.elements import MAX_Z, missing_elements_error, symbols
 
 def parse_composition(formula: str, known_elements: Iterable[int] | None = None) -> list[int]:
     """Atomic numbers of one formula unit, sorted by atomic number (a deterministic order).
@@ -49,10 +44,7 @@ def parse_composition(formula: str, known_elements: Iterable[int] | None = None)
         known = set(known_elements)
         missing = set(numbers) - known
         if missing:
-            raise ValueError(
-                f"the model was not trained on element(s) {_symbols(missing)}; "
-                f"it knows {_symbols(known)}"
-            )
+            raise missing_elements_error(missing, known)
     return [z for z in sorted(numbers) for _ in range(numbers[z])]
 
 
@@ -68,7 +60,7 @@ def composition_volume(numbers: Iterable[int], element_volumes: dict[int, float]
         volume = element_volumes.get(z, 0.0)
         if not volume > 0:
             raise ValueError(
-                f"the model has no volume for element {chemical_symbols[z]}: it was trained "
+                f"the model has no volume for element {symbols([z])}: it was trained "
                 "without crystals containing it; give --volume-per-atom"
             )
         total += volume
