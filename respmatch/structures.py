@@ -1,13 +1,16 @@
 """Many structures (molecules or crystals, any sizes) held as one set of flat tensors.
 
 Atoms of all structures are concatenated; ``system`` says which structure each atom belongs to.
-This is the batched state that labels, the model and (later) the relaxer all work on, in the
-manner of torch-sim's ``SimState``: ASE ``Atoms`` at the boundaries, tensors inside.
+This is the batched state that labels, the model and the relaxer all work on, in the manner of
+torch-sim's ``SimState``: ASE ``Atoms`` at the boundaries, tensors inside.  A batch is never
+changed in place (``dataclasses.replace`` makes a new one), which is what lets derived indices
+such as ``system`` be computed once per batch.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -28,9 +31,9 @@ class Structures:
     def n_structures(self) -> int:
         return int(self.n_atoms.shape[0])
 
-    @property
+    @cached_property
     def system(self) -> torch.Tensor:
-        """Index of the structure that each atom belongs to, (N,)."""
+        """Index of the structure that each atom belongs to, (N,); computed once per batch."""
         return torch.repeat_interleave(
             torch.arange(self.n_structures, device=self.n_atoms.device), self.n_atoms
         )

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, fields, replace
+from functools import cached_property
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -123,18 +124,20 @@ class FireState:
             job=per_structure([key for key, _ in jobs], torch.long),
         )
 
+    @cached_property
     def system(self) -> torch.Tensor:
         return torch.repeat_interleave(torch.arange(len(self.n_atoms), device=self.x.device), self.n_atoms)
 
+    @cached_property
     def deformation(self) -> torch.Tensor:
         """F = exp(x_cell / n_atoms), (B, 3, 3); the identity for position-only stages."""
         return torch.linalg.matrix_exp(self.x_cell / self.n_atoms[:, None, None].to(self.x.dtype))
 
     def structures(self) -> Structures:
         """Real positions and cells: r = x Fᵀ, H = H0 Fᵀ (ASE's set_positions_frechet)."""
-        transpose = self.deformation().transpose(1, 2)
+        transpose = self.deformation.transpose(1, 2)
         return Structures(
-            positions=torch.einsum("na,nab->nb", self.x, transpose[self.system()]),
+            positions=torch.einsum("na,nab->nb", self.x, transpose[self.system]),
             numbers=self.numbers,
             cell=self.reference_cell @ transpose,
             periodic=self.periodic,
@@ -142,7 +145,7 @@ class FireState:
         )
 
     def select(self, keep: torch.Tensor) -> FireState:
-        atom_keep = keep[self.system()]
+        atom_keep = keep[self.system]
         return replace(
             self,
             **{
@@ -158,8 +161,8 @@ class FireState:
 
 def filter_forces(state: FireState, structures: Structures, out: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """Generalised forces of ASE's FrechetCellFilter: on x (N, 3) and on x_cell (B, 3, 3)."""
-    deformation = state.deformation()
-    system = state.system()
+    deformation = state.deformation
+    system = state.system
     atom_forces = torch.einsum("na,nab->nb", out["forces"], deformation[system])
     cell_forces = torch.zeros_like(state.x_cell)
     relaxing = state.cell_mode > 0
@@ -186,12 +189,12 @@ def filter_forces(state: FireState, structures: Structures, out: dict) -> tuple[
 def per_structure_sum(state: FireState, atom_values: torch.Tensor, cell_values: torch.Tensor):
     """Σ over each structure's atom rows and cell rows of a (rows, 3) quantity."""
     total = cell_values.sum((1, 2))
-    return total.index_add(0, state.system(), atom_values.sum(1))
+    return total.index_add(0, state.system, atom_values.sum(1))
 
 
 def fire_step(state: FireState, atom_forces: torch.Tensor, cell_forces: torch.Tensor, first: torch.Tensor):
     """One FIRE step of every structure (ASE's FIRE.step, vectorised)."""
-    system = state.system()
+    system = state.system
     power = per_structure_sum(state, atom_forces * state.v, cell_forces * state.v_cell)
     force_norm = per_structure_sum(state, atom_forces**2, cell_forces**2).sqrt().clamp(min=1e-30)
     speed = per_structure_sum(state, state.v**2, state.v_cell**2).sqrt()
@@ -234,12 +237,15 @@ def fire_step(state: FireState, atom_forces: torch.Tensor, cell_forces: torch.Te
 def largest_force(state: FireState, atom_forces: torch.Tensor, cell_forces: torch.Tensor):
     """ASE's convergence measure: the largest row norm of the filter forces, per structure."""
     atoms = torch.zeros(len(state.n_atoms), dtype=atom_forces.dtype, device=atom_forces.device)
-    atoms = atoms.scatter_reduce(0, state.system(), atom_forces.norm(dim=1), "amax")
+    atoms = atoms.scatter_reduce(0, state.system, atom_forces.norm(dim=1), "amax")
     return torch.maximum(atoms, cell_forces.norm(dim=2).amax(1))
 
 
 class BatchRelaxer:
-    """Relax a stream of jobs, ``batch_size`` structures at a time, one model call per step."""
+    """Relax a stream of jobs, ``batch_size`` structures at a time, one model call per step.
+
+    The model is moved to ``device`` and ``dtype`` in place, as ``nn.Module.to`` does.
+    """
 
     def __init__(self, model: Denoiser, batch_size: int = 64, device="cpu", dtype=torch.float32):
         self.model = model.to(device=device, dtype=dtype).eval()
