@@ -38,11 +38,6 @@ def _labels(args, structures) -> LabelConfig:
         raise SystemExit(f"respmatch: unknown --label option ({error})") from error
 
 
-def _threads(args) -> None:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-
-
 def cmd_train(args) -> None:
     from respmatch.train import TrainConfig, train
 
@@ -201,8 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if hasattr(args, "threads"):
-        _threads(args)
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
     try:
         args.func(args)
     except (StructureError, FileNotFoundError, FileExistsError, ValueError) as error:

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from respmatch.io import is_periodic
 from respmatch.labels import LabelConfig, LabelledStructures, draw_labels, label_preset
 from respmatch.model import Denoiser, ModelConfig, save_model
+from respmatch.model.checkpoint import atomic_save
 from respmatch.neighbors import build_graph, neighbor_pairs
 from respmatch.structures import Structures
 
@@ -148,7 +149,7 @@ def evaluate(model: Denoiser, labelled: LabelledStructures, config: TrainConfig)
             sums[name] = sums.get(name, 0.0) + float(value.detach())
         n_batches += 1
     means = {name: value / n_batches for name, value in sums.items()}
-    result = {"loss": float(weighted({k: torch.tensor(v) for k, v in means.items()}, config))}
+    result = {"loss": float(weighted(means, config))}
     result.update({f"{name}_rmse": math.sqrt(value) for name, value in means.items()})
     return result
 
@@ -274,7 +275,7 @@ def train(
                 label_config=label_config.to_dict(),
                 training={**meta, "best": best, "history": history},
             )
-        torch.save(
+        atomic_save(
             {
                 "model": model.state_dict(),
                 "ema": ema.state_dict(),
@@ -285,9 +286,8 @@ def train(
                 "initial": initial,
                 "epoch": epoch,
             },
-            state_path.with_name(state_path.name + ".tmp"),
+            state_path,
         )
-        os.replace(state_path.with_name(state_path.name + ".tmp"), state_path)
         bar.set_postfix(
             loss=f"{record['train_loss']:.4f}",
             val_f=f"{metrics['forces_rmse']:.4f}",

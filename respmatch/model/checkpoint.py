@@ -15,8 +15,16 @@ FORMAT = "respmatch-model"
 VERSION = 1
 
 
+def atomic_save(obj, path) -> None:
+    """torch.save to a temporary file, then rename: an interrupted save leaves the old file."""
+    path = Path(path)
+    temporary = path.with_name(path.name + ".tmp")
+    torch.save(obj, temporary)
+    os.replace(temporary, path)
+
+
 def save_model(path, model: Denoiser, *, label_config: dict | None = None, training: dict | None = None):
-    """Write atomically (temporary file, then rename) so an interrupted save leaves the old file."""
+    """The checkpoint: weights, full configuration, elements and per-element volumes."""
     checkpoint = {
         "format": FORMAT,
         "version": VERSION,
@@ -29,10 +37,7 @@ def save_model(path, model: Denoiser, *, label_config: dict | None = None, train
         "state_dict": {k: v.detach().cpu().float() for k, v in model.state_dict().items()},
         "training": training or {},
     }
-    path = Path(path)
-    temporary = path.with_name(path.name + ".tmp")
-    torch.save(checkpoint, temporary)
-    os.replace(temporary, path)
+    atomic_save(checkpoint, path)
 
 
 def load_checkpoint(path) -> dict:

@@ -119,25 +119,25 @@ def generate(
     if settings.start == "crystal" and volume_per_atom is None:
         if preset == "fixed-volume":
             raise ValueError("the fixed-volume preset needs --volume-per-atom V or A:B")
-        volumes = dict(zip(model.config.elements, model.element_volumes.tolist()))
-        composition_volume(numbers, volumes)  # fails early if an element has no volume
+        # Fails early if an element has no volume; the same cell volume for every start.
+        cell_volume = composition_volume(
+            numbers, dict(zip(model.config.elements, model.element_volumes.tolist()))
+        )
 
-    def start(index: int):
+    def start(index: int) -> Job:
+        rng = start_rng(seed, index)
         try:
-            return random_start(index)
+            if settings.start == "molecule":
+                atoms = molecule_start(numbers, rng, settings.box, settings.min_distance)
+            else:
+                volume = (
+                    cell_volume
+                    if volume_per_atom is None
+                    else volume_per_atom_for(index, n, volume_per_atom) * len(numbers)
+                )
+                atoms = crystal_start(numbers, volume, rng, settings.min_distance, settings.distortion)
         except ValueError as error:
             raise ValueError(f"structure {index} (seed {seed}): {error}") from error
-
-    def random_start(index: int):
-        rng = start_rng(seed, index)
-        if settings.start == "molecule":
-            atoms = molecule_start(numbers, rng, settings.box, settings.min_distance)
-        else:
-            if volume_per_atom is None:
-                volume = composition_volume(numbers, volumes)
-            else:
-                volume = volume_per_atom_for(index, n, volume_per_atom) * len(numbers)
-            atoms = crystal_start(numbers, volume, rng, settings.min_distance, settings.distortion)
         return Job(key=index, atoms=atoms, stages=settings.stages, rng=rng)
 
     start(0)  # a box or cell too small for the composition fails before anything is written
