@@ -39,6 +39,9 @@ class LabelConfig(PlainDict):
     poisson_ratio: float = 0.3
     spring_constant: float = 1.0  # eV/Å²: harmonic restoring force -k·d
     label_noise: float = 0.0  # std of Gaussian noise added to force labels, eV/Å
+    # 0: every (strain scale, noise level) pair once per structure, as the paper.  k > 0: k pairs
+    # drawn at random per structure, so an epoch over thousands of structures stays affordable.
+    copies_per_structure: int = 0
 
 
 LABEL_PRESETS = {
@@ -91,17 +94,23 @@ def isotropic_stress(strain: torch.Tensor, youngs_modulus: float, poisson_ratio:
 def draw_labels(
     structures: Structures, config: LabelConfig, generator: torch.Generator
 ) -> LabelledStructures:
-    """Perturbed, labelled copies of every structure: (strain scales ×) noise levels each."""
+    """Perturbed, labelled copies of every structure: (strain scales ×) noise levels each, or
+    ``config.copies_per_structure`` of those pairs drawn at random."""
     dtype = structures.positions.dtype
     levels = torch.tensor(config.noise_levels, dtype=dtype)
     scales = torch.tensor(config.strain_scales if config.strain else (0.0,), dtype=dtype)
     strained = structures.periodic & config.strain
     per_structure = torch.where(strained, len(scales) * len(levels), len(levels))
-    source = torch.repeat_interleave(torch.arange(structures.n_structures), per_structure)
-    # Within a structure's block, copies run over scales (outer) then noise levels (inner).
-    rank = torch.arange(len(source)) - torch.repeat_interleave(
-        torch.cumsum(per_structure, 0) - per_structure, per_structure
-    )
+    if config.copies_per_structure > 0:
+        k = config.copies_per_structure
+        source = torch.arange(structures.n_structures).repeat_interleave(k)
+        rank = (torch.rand(len(source), generator=generator) * per_structure[source]).long()
+    else:
+        source = torch.repeat_interleave(torch.arange(structures.n_structures), per_structure)
+        # Within a structure's block, copies run over scales (outer) then noise levels (inner).
+        rank = torch.arange(len(source)) - torch.repeat_interleave(
+            torch.cumsum(per_structure, 0) - per_structure, per_structure
+        )
     level = levels[rank % len(levels)]
     scale = torch.where(strained[source], scales[rank // len(levels) % len(scales)], 0.0)
     copies = structures.select(source)

@@ -491,6 +491,18 @@ def test_copy_counts_and_order():
     )
 
 
+def test_copies_per_structure_draws_that_many_paper_pairs():
+    crystal, water = two_atom_crystal(2.5), molecule("H2O")
+    labelled = labels_of([crystal, water, crystal], label_preset("crystal", copies_per_structure=5))
+    assert labelled.n_atoms.tolist() == [2] * 5 + [3] * 5 + [2] * 5
+    assert set(labelled.noise_level.tolist()) <= set(PAPER_LEVELS)
+    scales = labelled.strain_scale.numpy()
+    assert np.isin(np.round(scales, 10), np.round(PAPER_SCALES, 10)).all()
+    np.testing.assert_array_equal(scales[5:10], 0.0)  # the molecule is never strained
+    # every drawn copy is labelled like the paper's pair it stands for: stress only when strained
+    assert (labelled.stress[5:10] == 0).all()
+
+
 # --- 5. export ---------------------------------------------------------------------------------
 
 

@@ -8,13 +8,15 @@ are not in the store yet: nothing stored is lost or run twice.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
+from ase import Atoms
 from tqdm.auto import tqdm
 
-from respmatch.model import load_model
+from respmatch.model import Denoiser, load_model
 from respmatch.search.relax import BatchRelaxer, Job, Stage
 from respmatch.search.starts import (
     composition_volume,
@@ -89,28 +91,19 @@ def search_preset(name: str, **overrides) -> SearchPreset:
     return replace(preset, stages=tuple(stages), **top)
 
 
-def generate(
-    model_path: str | Path,
+def start_factory(
+    model: Denoiser,
     composition: str,
     n: int,
-    out: str | Path,
-    *,
     preset: str | None = None,
     volume_per_atom: float | tuple[float, float] | None = None,
     seed: int = 0,
-    batch_size: int = 64,
-    device: str = "cpu",
-    dtype=torch.float32,
-    resume: bool = False,
-    progress: bool = True,
     options: dict | None = None,
-) -> dict:
-    """Relax ``n`` random structures of ``composition`` on the model and store them in ``out``."""
-    if n <= 0:
-        raise ValueError(f"n must be a positive number of structures, got {n}")
-    if batch_size <= 0:
-        raise ValueError(f"batch size must be positive, got {batch_size}")
-    model = load_model(model_path, device=device, dtype=dtype)
+) -> tuple[str, SearchPreset, Callable[[int], Job]]:
+    """The preset name, its settings and ``start(i)``: structure i of ``n`` as a relaxation job.
+
+    Structure i depends only on (seed, i), whatever the batch or the order structures run in.
+    """
     numbers = parse_composition(composition, known_elements=model.config.elements)
     if preset is None:
         trained_on = model.checkpoint.get("training", {}).get("preset")
@@ -137,9 +130,35 @@ def generate(
                 )
                 atoms = crystal_start(numbers, volume, rng, settings.min_distance, settings.distortion)
         except ValueError as error:
-            raise ValueError(f"structure {index} (seed {seed}): {error}") from error
+            raise ValueError(f"{composition} structure {index} (seed {seed}): {error}") from error
         return Job(key=index, atoms=atoms, stages=settings.stages, rng=rng)
 
+    return preset, settings, start
+
+
+def generate(
+    model_path: str | Path,
+    composition: str,
+    n: int,
+    out: str | Path,
+    *,
+    preset: str | None = None,
+    volume_per_atom: float | tuple[float, float] | None = None,
+    seed: int = 0,
+    batch_size: int = 64,
+    device: str = "cpu",
+    dtype=torch.float32,
+    resume: bool = False,
+    progress: bool = True,
+    options: dict | None = None,
+) -> dict:
+    """Relax ``n`` random structures of ``composition`` on the model and store them in ``out``."""
+    if n <= 0:
+        raise ValueError(f"n must be a positive number of structures, got {n}")
+    if batch_size <= 0:
+        raise ValueError(f"batch size must be positive, got {batch_size}")
+    model = load_model(model_path, device=device, dtype=dtype)
+    preset, settings, start = start_factory(model, composition, n, preset, volume_per_atom, seed, options)
     start(0)  # a box or cell too small for the composition fails before anything is written
     parameters = {
         "composition": composition,
@@ -190,3 +209,50 @@ def generate(
         "structures_per_second": finished / seconds if seconds > 0 else float("nan"),
         "model_calls": relaxer.model_calls,
     }
+
+
+def search_compositions(
+    model: Denoiser,
+    tries: dict[str, int],
+    *,
+    preset: str | None = None,
+    volume_per_atom: float | tuple[float, float] | None = None,
+    seed: int = 0,
+    batch_size: int = 64,
+    device: str = "cpu",
+    dtype=torch.float32,
+    options: dict | None = None,
+    progress: bool = True,
+) -> Iterator[Atoms]:
+    """Relax ``tries[formula]`` structures of each composition, all through one shared batch.
+
+    Many compositions with few tries each (crystal structure prediction, a molecule benchmark)
+    keep the batch full this way.  Try i of a composition is the structure ``generate`` makes
+    for index i with the same seed.  Each structure is yielded as it finishes, with
+    ``info``: composition, index, seed, pseudo_energy_per_atom, converged, steps, stage.
+    """
+    factories = {
+        formula: start_factory(model, formula, n, preset, volume_per_atom, seed, options)[2]
+        for formula, n in tries.items()
+    }
+    for formula, start in factories.items():
+        start(0)  # every composition fails early, before any relaxation runs
+    jobs = (
+        replace(factories[formula](i), key=(formula, i)) for formula, n in tries.items() for i in range(n)
+    )
+    relaxer = BatchRelaxer(model, batch_size=batch_size, device=device, dtype=dtype)
+    total = sum(tries.values())
+    with tqdm(total=total, desc="search", unit="structure", disable=not progress) as bar:
+        for result in relaxer.run(jobs):
+            formula, index = result.key
+            result.atoms.info.update(
+                composition=formula,
+                index=index,
+                seed=seed,
+                pseudo_energy_per_atom=result.energy / len(result.atoms),
+                converged=result.converged,
+                steps=result.steps,
+                stage=result.stage,
+            )
+            bar.update(1)
+            yield result.atoms

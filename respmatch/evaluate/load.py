@@ -1,0 +1,41 @@
+"""Read generated structures for evaluation: a run database or any structure file.
+
+Every structure comes back as ASE ``Atoms`` whose ``info`` carries what the run stored
+(``index``, ``pseudo_energy_per_atom``, ``converged``, ``steps``, ``stage``) when it is known.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ase import Atoms
+from ase.io import read as ase_read
+
+from respmatch.io import StructureError, read_structures
+from respmatch.store import INFO_KEYS, _connect, _sorted_rows
+
+
+def load_generated(source: str | Path | list[Atoms]) -> list[Atoms]:
+    """Structures from ``RUN.db`` (sorted by index), an extxyz/CIF/csv file, or a list of Atoms."""
+    if isinstance(source, list):
+        return source
+    path = Path(source)
+    if not path.exists():
+        raise StructureError(f"{path}: no such file")
+    if path.suffix.lower() == ".db":
+        structures = []
+        for row in _sorted_rows(_connect(path)):
+            atoms = row.toatoms()
+            atoms.info.update({k: row.key_value_pairs[k] for k in INFO_KEYS if k in row.key_value_pairs})
+            structures.append(atoms)
+        if not structures:
+            raise StructureError(f"{path}: the run database holds no structures")
+        return structures
+    if path.suffix.lower() in (".xyz", ".extxyz"):
+        # Not read_structures: generated structures that failed (overlapping atoms) must still be
+        # counted as failures, not refused at the door.
+        structures = ase_read(path, index=":")
+        if not structures:
+            raise StructureError(f"{path}: empty file (no structure found)")
+        return structures
+    return read_structures(path, min_distance=0.0)
