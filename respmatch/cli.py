@@ -1,4 +1,4 @@
-"""Command line: ``respmatch train | label | info | generate | export``."""
+"""Command line: ``respmatch train | label | info | generate | export | evaluate | demo``."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import torch
 
 from respmatch.io import StructureError, read_structures
 from respmatch.labels import LabelConfig, export_labels, label_preset
+from respmatch.search.generate import SEARCH_PRESETS
 from respmatch.structures import Structures
 
 
@@ -127,6 +128,39 @@ def cmd_export(args) -> None:
     print(f"wrote {n} structures to {args.out}")
 
 
+def cmd_evaluate(args) -> None:
+    from respmatch.evaluate import evaluate
+    from respmatch.evaluate.plots import plot_carbon_map, plot_group_bars
+
+    evaluation = evaluate(args.source, args.kind, reference=args.reference, training=args.training)
+    print(evaluation.table())
+    if args.json:
+        evaluation.write_json(args.json)
+        print(f"wrote {args.json}")
+    if args.plot:
+        if args.kind == "carbon":
+            plot_carbon_map(evaluation, args.plot)
+        elif args.kind == "molecule":
+            plot_group_bars(evaluation, ["strict_valid", "lenient_valid"], args.plot, "share of tries")
+        else:
+            plot_group_bars(evaluation, ["matched_any", "matched_lowest"], args.plot, "matched")
+        print(f"wrote {args.plot}")
+
+
+def cmd_demo(args) -> None:
+    from respmatch.demo import DemoSettings, run_demo
+
+    settings = DemoSettings(**_key_values(args.option, "--option"))
+    result = run_demo(args.out, settings, progress=not args.quiet)
+    print(result["table"])
+    timings = result["timings"]
+    print(
+        f"\ntrain {timings['train_s']:.0f} s, generate {timings['generate_s']:.0f} s, "
+        f"evaluate {timings['evaluate_s']:.0f} s; wrote {args.out}/generated.extxyz, "
+        f"evaluation.txt, evaluation.json, carbon_map.png"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="respmatch", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -167,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--composition", required=True, help="formula of one cell or molecule, e.g. C8")
     generate.add_argument("--n", type=int, required=True, help="number of structures")
     generate.add_argument("--out", required=True, help="ase.db file (RUN.db) or database URL")
-    generate.add_argument("--preset", choices=["molecule", "crystal", "fixed-volume"])
+    generate.add_argument("--preset", choices=list(SEARCH_PRESETS))
     generate.add_argument("--volume-per-atom", help="Å³ per atom, V or a range A:B sampled evenly")
     generate.add_argument("--seed", type=int, default=0)
     generate.add_argument("--batch-size", type=int, default=64)
@@ -187,6 +221,25 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True, help="FILE.extxyz or FILE.cif")
     export.add_argument("--converged-only", action="store_true")
     export.set_defaults(func=cmd_export)
+
+    evaluate = commands.add_parser("evaluate", help="judge generated structures and print a table")
+    evaluate.add_argument("source", help="RUN.db or a structure file (extxyz, CIF, CDVAE csv)")
+    evaluate.add_argument("--kind", required=True, choices=["molecule", "crystal", "carbon"])
+    evaluate.add_argument("--reference", help="known structures to match (crystal, carbon)")
+    evaluate.add_argument("--training", help="training structures, for novelty")
+    evaluate.add_argument("--json", help="write summary, groups and per-structure records here")
+    evaluate.add_argument("--plot", help="PNG: Ẽ-volume map (carbon) or rates per composition")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    demo = commands.add_parser("demo", help="train on built-in diamond, generate carbon, evaluate")
+    demo.add_argument("--out", default="respmatch-demo", help="directory for the results")
+    demo.add_argument(
+        "--option", action="append", default=[], metavar="KEY=VALUE",
+        help="override a demo setting, e.g. epochs=20 or tries_per_size=10",
+    )
+    demo.add_argument("--threads", type=int, help="torch CPU threads")
+    demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    demo.set_defaults(func=cmd_demo)
 
     info = commands.add_parser("info", help="describe a trained model")
     info.add_argument("model")

@@ -60,6 +60,16 @@ SEARCH_PRESETS = {
             Stage("constant-volume", fmax=5e-4, max_steps=500, cell="constant-volume", max_step=0.01),
         ),
     ),
+    # Ours, not the paper's: with 0.01 Å steps most random 8–12-atom cells are still far from a
+    # minimum after 500 steps (12% converged on the one-shot model).  A coarse pre-relaxation
+    # with 0.1 Å steps first, then the paper's fine stage, converges 90% in fewer total steps.
+    "fixed-volume-fast": SearchPreset(
+        start="crystal",
+        stages=(
+            Stage("coarse", fmax=0.02, max_steps=300, cell="constant-volume", max_step=0.1),
+            Stage("constant-volume", fmax=5e-4, max_steps=500, cell="constant-volume", max_step=0.01),
+        ),
+    ),
 }
 
 
@@ -110,7 +120,7 @@ def start_factory(
         preset = "fixed-volume" if volume_per_atom else trained_on or "crystal"
     settings = search_preset(preset, **(options or {}))
     if settings.start == "crystal" and volume_per_atom is None:
-        if preset == "fixed-volume":
+        if preset.startswith("fixed-volume"):
             raise ValueError("the fixed-volume preset needs --volume-per-atom V or A:B")
         # Fails early if an element has no volume; the same cell volume for every start.
         cell_volume = composition_volume(
