@@ -78,6 +78,7 @@ def test_evaluation_counts_distinct_structures_and_reference_coverage():
     assert (summary["diamond"], summary["lonsdaleite"], summary["graphite-AB"], summary["graphite-AA"]) == (2, 1, 1, 1)
     assert summary["distinct"] == 3  # the diamond supercell is the same framework; AA did not converge
     assert summary["reference_found"] == 2 and summary["reference_coverage"] == 1.0
+    assert summary["distinct_in_reference"] == 2  # diamond and lonsdaleite, not graphite
     assert evaluation.records[2]["reference_match"] == "ref-lonsdaleite"
     assert set(evaluation.groups) == {"C2", "C4", "C8", "C16"}
     assert "graphite-AB" in evaluation.table()

@@ -13,7 +13,7 @@ from ase.io import read
 
 import respmatch
 from respmatch.cli import main
-from respmatch.search.generate import search_preset
+from respmatch.search.generate import search_compositions, search_preset
 from respmatch.store import RunStore
 
 FAST = {"stage0.max_steps": 20, "stage0.fmax": 1e-2}
@@ -42,6 +42,37 @@ def test_fixed_volume_run_stores_every_structure(trained_diamond, tmp_path):
     metadata = RunStore(out, resume=True).metadata
     assert metadata["preset"] == "fixed-volume" and metadata["composition"] == "C4"
     assert len(metadata["model_sha256"]) == 64
+
+
+def test_search_compositions_shares_one_batch_and_reproduces_generate(trained_diamond, tmp_path):
+    """Try i of a composition is structure i of ``generate`` with the same seed."""
+    model = respmatch.load_model(trained_diamond[0])
+    results = list(search_compositions(
+        model, {"C4": 3, "C6": 2}, volume_per_atom=(4.0, 6.0), seed=5, batch_size=4,
+        progress=False, options=FAST,
+    ))
+    assert sorted((a.info["composition"], a.info["index"]) for a in results) == [
+        ("C4", 0), ("C4", 1), ("C4", 2), ("C6", 0), ("C6", 1)
+    ]
+    respmatch.generate(
+        trained_diamond[0], "C4", 3, tmp_path / "c4.db", volume_per_atom=(4.0, 6.0), seed=5,
+        batch_size=1, progress=False, options=FAST,
+    )
+    rows = stored(tmp_path / "c4.db")
+    for atoms in results:
+        if atoms.info["composition"] == "C4":
+            reference, kv = rows[atoms.info["index"]]
+            np.testing.assert_allclose(atoms.positions, reference.positions, atol=1e-4)
+            assert atoms.info["pseudo_energy_per_atom"] == pytest.approx(kv["pseudo_energy_per_atom"], abs=1e-5)
+            assert atoms.info["converged"] == kv["converged"] and atoms.info["steps"] == kv["steps"]
+    with pytest.raises(ValueError, match="Xx"):
+        list(search_compositions(model, {"C4": 1, "Xx2": 1}, volume_per_atom=5.0, progress=False))
+
+
+def test_fast_fixed_volume_preset_ends_with_the_papers_fine_stage():
+    fast, paper = search_preset("fixed-volume-fast"), search_preset("fixed-volume")
+    assert fast.stages[-1] == paper.stages[0]
+    assert fast.stages[0].cell == "constant-volume" and fast.stages[0].max_step > paper.stages[0].max_step
 
 
 def test_starts_do_not_depend_on_batch_size(trained_diamond, tmp_path):

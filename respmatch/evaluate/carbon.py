@@ -184,8 +184,9 @@ def evaluate_carbon(structures: list[Atoms], reference: list[Atoms] | None = Non
         for k in converged:
             records[k]["reference_match"] = names.get(records[k]["distinct_id"])
         summary["reference_structures"] = len(reference)
-        summary["reference_found"] = len(found)
+        summary["reference_found"] = len(found)  # reference rows (a reference set repeats some)
         summary["reference_coverage"] = share(len(found), len(reference))
+        summary["distinct_in_reference"] = len(names)  # distinct generated frameworks found there
 
     groups = defaultdict(list)
     for record in records:

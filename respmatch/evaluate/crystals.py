@@ -1,0 +1,197 @@
+"""Judge generated crystals (DESIGN §1.4): validity, space group, uniqueness, novelty and the
+crystal structure prediction (CSP) match of CDVAE, DiffCSP and FlowMM.
+
+Structures are grouped by reduced formula: the tries of one composition.  A try is *valid* when
+no two atoms (periodic images included) are closer than 0.5 Å.  A valid try *matches* when
+pymatgen's ``StructureMatcher(stol=0.5, ltol=0.3, angle_tol=10)`` returns an RMS displacement
+for it against a reference structure of its formula (``get_rms_dist`` is not None: CDVAE's
+criterion); its ``rms`` is the smallest over those references, normalised by (V/N)^(1/3).
+Per formula, ``distinct`` counts the groups StructureMatcher forms among the valid tries (the
+summary's ``unique`` is Σ distinct / Σ valid), and with training data ``novel`` counts valid tries
+that match no training structure of the formula.  With a reference:
+
+- ``matched_any``: some try matches (the "k tries" rate), ``rmse_any`` the best of their RMSEs;
+- ``matched_lowest``: the valid try of lowest Ẽ per atom matches (the "1 try" rate: Ẽ is the
+  only ranking a search has).  Unconverged tries are ranked too: a relaxation stopped at its
+  step cap still has a meaningful Ẽ, and ranking only converged ones would leave formulas
+  whose tries all hit the cap without a pick.  ``rmse_lowest`` is that try's RMSE.
+
+The summary's match rates count formulas that have a reference; its RMSEs are means over the
+matched formulas (as CDVAE and DiffCSP report them).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+from ase import Atoms
+from pymatgen.core import Composition, Structure
+from pymatgen.core.structure_matcher import StructureMatcher
+from pymatgen.io.ase import AseAtomsAdaptor
+from pymatgen.symmetry.analyzer import SpacegroupAnalyzer, SymmetryUndeterminedError
+
+from respmatch.evaluate.result import Evaluation, share
+
+MATCHER_TOLERANCES = {"stol": 0.5, "ltol": 0.3, "angle_tol": 10}  # CDVAE / DiffCSP / FlowMM
+
+
+def evaluate_crystals(
+    structures: list[Atoms],
+    reference: list[Atoms] | None = None,
+    training: list[Atoms] | None = None,
+    *,
+    min_distance: float = 0.5,
+    symprec: float = 0.1,
+) -> Evaluation:
+    """Validity, space group, distinct structures per formula; with ``reference`` the CSP match
+    rates and RMSEs; with ``training`` the share of valid structures that match no training
+    structure of their formula (novel)."""
+    matcher = StructureMatcher(**MATCHER_TOLERANCES)
+    crystals = [to_structure(atoms) for atoms in structures]  # converted once, reused by every fit
+    formulas = [crystal.composition.reduced_formula for crystal in crystals]
+    references = by_formula(reference, set(formulas)) if reference is not None else None
+    known = by_formula(training, set(formulas)) if training is not None else None
+
+    records = []
+    for k, (atoms, crystal, formula) in enumerate(zip(structures, crystals, formulas)):
+        distance = shortest_distance(crystal)
+        valid = distance > min_distance
+        symbol, number = space_group(crystal, symprec) if valid else (None, None)
+        energy = atoms.info.get("pseudo_energy_per_atom")
+        converged = atoms.info.get("converged")
+        record = {
+            "index": int(atoms.info.get("index", k)),
+            "composition": str(atoms.info.get("composition", atoms.get_chemical_formula())),
+            "formula": formula,
+            "valid": valid,
+            "min_distance": distance,
+            "spacegroup": symbol,
+            "spacegroup_number": number,
+            "converged": None if converged is None else bool(converged),
+            "pseudo_energy_per_atom": None if energy is None else float(energy),
+        }
+        if references is not None:  # matched: None where the formula has no reference
+            candidates = references.get(formula)
+            rms = best_rms(matcher, crystal, candidates) if valid and candidates else None
+            record.update(matched=(rms is not None) if candidates else None, rms=rms)
+        if known is not None:
+            record["novel"] = (
+                not any(matcher.fit(crystal, other) for other in known.get(formula, [])) if valid else None
+            )
+        records.append(record)
+
+    groups = {}
+    for formula in dict.fromkeys(formulas):
+        members = [(r, c) for r, c in zip(records, crystals) if r["formula"] == formula]
+        judged = references is not None and formula in references
+        groups[formula] = formula_metrics(matcher, members, novelty=known is not None, judged=judged)
+    return Evaluation(
+        kind="crystal",
+        summary=summary(records, groups, novelty=known is not None, judged=references is not None),
+        groups=groups,
+        records=records,
+    )
+
+
+def formula_metrics(
+    matcher: StructureMatcher, members: list[tuple[dict, Structure]], *, novelty: bool, judged: bool
+) -> dict:
+    """Metrics of one formula's tries (records with their structures); match metrics if
+    ``judged`` (the formula has a reference)."""
+    valid = [(r, c) for r, c in members if r["valid"]]
+    # Tries without Ẽ rank after those with one; ties keep input order.
+    lowest = min(
+        (r for r, _ in valid),
+        key=lambda r: math.inf if r["pseudo_energy_per_atom"] is None else r["pseudo_energy_per_atom"],
+        default=None,
+    )
+    metrics = {
+        "tries": len(members),
+        "valid": len(valid),
+        "converged": sum(bool(r["converged"]) for r, _ in members),
+        "distinct": len(matcher.group_structures([c for _, c in valid])) if valid else 0,
+    }
+    if lowest:
+        metrics["lowest_index"] = lowest["index"]
+        metrics["lowest_energy"] = lowest["pseudo_energy_per_atom"]
+        if lowest["spacegroup"]:
+            metrics["spacegroup"] = f"{lowest['spacegroup']} ({lowest['spacegroup_number']})"
+    if novelty:
+        metrics["novel"] = sum(bool(r["novel"]) for r, _ in valid)
+    if judged:
+        rms = [r["rms"] for r, _ in members if r["matched"]]
+        metrics["matched_any"] = bool(rms)
+        metrics["matched_lowest"] = bool(lowest and lowest["matched"])
+        metrics["rmse_any"] = min(rms, default=math.nan)
+        metrics["rmse_lowest"] = lowest["rms"] if lowest and lowest["matched"] else math.nan
+    return metrics
+
+
+def summary(records: list[dict], groups: dict, *, novelty: bool, judged: bool) -> dict:
+    n_valid = sum(r["valid"] for r in records)
+    reported = [r["converged"] for r in records if r["converged"] is not None]
+    result = {
+        "n": len(records),
+        "compositions": len(groups),
+        "valid": share(n_valid, len(records)),
+        "converged": share(sum(reported), len(reported)),  # of the structures that report it
+        "unique": share(sum(g["distinct"] for g in groups.values()), n_valid),
+    }
+    if novelty:
+        result["novel"] = share(sum(bool(r["novel"]) for r in records), n_valid)
+    if judged:
+        scored = [g for g in groups.values() if "matched_any" in g]
+        any_rms = [g["rmse_any"] for g in scored if g["matched_any"]]
+        lowest_rms = [g["rmse_lowest"] for g in scored if g["matched_lowest"]]
+        result.update(
+            with_reference=len(scored),
+            match_rate_any=share(len(any_rms), len(scored)),
+            match_rate_lowest=share(len(lowest_rms), len(scored)),
+            rmse_any=share(sum(any_rms), len(any_rms)),
+            rmse_lowest=share(sum(lowest_rms), len(lowest_rms)),
+        )
+    return result
+
+
+def to_structure(atoms: Atoms) -> Structure:
+    if not atoms.pbc.all():
+        raise ValueError(f"{atoms.get_chemical_formula()}: crystal evaluation needs periodic structures")
+    # Without info and calculator: pymatgen would copy them into site properties on every fit.
+    return AseAtomsAdaptor.get_structure(Atoms(atoms.numbers, atoms.positions, cell=atoms.cell, pbc=True))
+
+
+def by_formula(structures: list[Atoms], formulas: set[str]) -> dict[str, list[Structure]]:
+    """The structures whose reduced formula is one of ``formulas``, as pymatgen structures."""
+    found = defaultdict(list)
+    for atoms in structures:
+        formula = Composition(atoms.get_chemical_formula()).reduced_formula
+        if formula in formulas:
+            found[formula].append(to_structure(atoms))
+    return dict(found)
+
+
+def shortest_distance(crystal: Structure) -> float:
+    """Shortest distance between two atoms, periodic images included (an atom and its own image
+    too, so a collapsed one-atom cell is caught)."""
+    radius = 3.0
+    while True:
+        distances = crystal.get_neighbor_list(radius)[3]
+        if len(distances):
+            return float(distances.min())
+        radius *= 2
+
+
+def space_group(crystal: Structure, symprec: float) -> tuple[str | None, int | None]:
+    """International symbol and number from spglib, (None, None) where spglib finds none."""
+    try:
+        analyzer = SpacegroupAnalyzer(crystal, symprec=symprec)
+        return analyzer.get_space_group_symbol(), analyzer.get_space_group_number()
+    except SymmetryUndeterminedError:
+        return None, None
+
+
+def best_rms(matcher: StructureMatcher, crystal: Structure, references: list[Structure]) -> float | None:
+    """Smallest normalised RMS displacement to any matching reference, None if none matches."""
+    found = [float(result[0]) for result in (matcher.get_rms_dist(crystal, ref) for ref in references) if result]
+    return min(found, default=None)
