@@ -1,5 +1,8 @@
 """The batched FIRE relaxer against ASE's FIRE (+ FrechetCellFilter), and its bookkeeping."""
 
+import math
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -8,7 +11,8 @@ from ase.filters import FrechetCellFilter
 from ase.optimize import FIRE
 
 import respmatch
-from respmatch.search.relax import BatchRelaxer, Job, Stage, relax
+from respmatch.search import relax as relax_module
+from respmatch.search.relax import BatchRelaxer, FireState, Job, Stage, collapsing, relax
 
 
 @pytest.fixture(scope="module")
@@ -103,3 +107,24 @@ def test_kick_between_stages_is_reproducible(model, diamond):
 def test_unknown_cell_mode_is_rejected():
     with pytest.raises(ValueError, match="cell must be one of"):
         Stage("s", fmax=1e-3, max_steps=10, cell="wobbly")
+
+
+def test_collapsing_compares_the_cell_volume_with_the_stage_start(diamond):
+    stage = Stage("full", fmax=1e-9, max_steps=50, cell="full")
+    state = FireState.start([(0, Job(key=0, atoms=diamond.copy(), stages=(stage,)))], torch.float64, "cpu")
+    assert not collapsing(state).any()
+    # x_cell = n log F with F = 0.2^(1/3) I: the cell has a fifth of its starting volume
+    shrunk = replace(state, x_cell=len(diamond) * math.log(0.2) / 3 * torch.eye(3, dtype=torch.float64)[None])
+    assert collapsing(shrunk).all()
+
+
+def test_a_collapsing_cell_leaves_the_batch_unconverged(model, diamond, monkeypatch):
+    """A stretched cell that the model shrinks by more than the (here lowered) limit is stopped."""
+    stretched = diamond.copy()
+    stretched.set_cell(diamond.cell.array * 1.06, scale_atoms=True)
+    stages = (Stage("full", fmax=1e-9, max_steps=300, cell="full"), Stage("never", fmax=1e-9, max_steps=10))
+    monkeypatch.setattr(relax_module, "MIN_VOLUME_RATIO", 0.95)
+    (result,) = relax(model, [stretched], stages, dtype=torch.float64)
+    assert result.stage == "full (collapsed)" and not result.converged
+    assert result.steps < 300
+    assert result.atoms.get_volume() < 0.95 * stretched.get_volume()

@@ -83,8 +83,10 @@ def test_composition_volume():
     assert composition_volume(C5NOH8, volumes) == pytest.approx(8 * 2.0 + 5 * 5.5 + 4.0 + 3.5)
     with pytest.raises(ValueError, match="no volume for element Si.*--volume-per-atom"):
         composition_volume([6, 14], volumes)
-    with pytest.raises(ValueError, match="no volume for element O"):
+    with pytest.raises(ValueError, match="fitted volume of O is zero.*--volume-per-atom"):
         composition_volume([8], {8: 0.0})
+    # one element fitted to zero volume (its share went to a partner) is fine in a composition
+    assert composition_volume([5, 8, 8], {5: 0.0, 8: 6.0}) == pytest.approx(12.0)
 
 
 # --- volumes per atom -------------------------------------------------------------------------

@@ -15,6 +15,7 @@ step counts; stage sequences with a kick between stages would also have had to b
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, fields, replace
 from functools import cached_property
@@ -29,6 +30,7 @@ from respmatch.neighbors import build_graph
 from respmatch.structures import Structures
 
 CELL_MODES = {"fixed": 0, "constant-volume": 1, "full": 2}
+MIN_VOLUME_RATIO = 0.25  # a full-cell stage that shrinks a cell 4x has collapsed it
 # ASE FIRE defaults (ase.optimize.FIRE).
 DT_START, DT_MAX, N_MIN, F_INC, F_DEC, ALPHA_START, F_ALPHA = 0.1, 1.0, 5, 1.1, 0.5, 0.1, 0.99
 
@@ -241,6 +243,17 @@ def largest_force(state: FireState, atom_forces: torch.Tensor, cell_forces: torc
     return torch.maximum(atoms, cell_forces.norm(dim=2).amax(1))
 
 
+def collapsing(state: FireState) -> torch.Tensor:
+    """Cells that shrank below MIN_VOLUME_RATIO of their stage-start volume, (B,) bool.
+
+    A poorly trained model can pull a cell into itself; its neighbour count then explodes and
+    slows the whole batch to a crawl, so such a structure leaves the batch, not converged.
+    det F = exp(tr(log F)) = exp(tr(x_cell) / n_atoms).
+    """
+    log_ratio = state.x_cell.diagonal(dim1=1, dim2=2).sum(1) / state.n_atoms.to(state.x_cell.dtype)
+    return log_ratio < math.log(MIN_VOLUME_RATIO)
+
+
 class BatchRelaxer:
     """Relax a stream of jobs, ``batch_size`` structures at a time, one model call per step.
 
@@ -290,13 +303,18 @@ class BatchRelaxer:
             atom_forces, cell_forces = filter_forces(state, structures, out)
             atom_forces, cell_forces = atom_forces.detach(), cell_forces.detach()
             converged = largest_force(state, atom_forces, cell_forces) < state.fmax
-            finished = converged | (state.steps >= state.max_steps)
+            collapsed = collapsing(state)
+            finished = converged | collapsed | (state.steps >= state.max_steps)
             if bool(finished.any()):
                 energy = out["energy"].detach()
                 done_atoms = structures.select(torch.nonzero(finished).flatten()).to_atoms()
                 for b, atoms in zip(torch.nonzero(finished).flatten().tolist(), done_atoms):
                     job = table.pop(int(state.job[b]))
                     job.steps += int(state.steps[b])
+                    if collapsed[b]:
+                        name = f"{job.stages[job.stage].name} (collapsed)"
+                        yield Relaxed(job.key, atoms, float(energy[b]), False, job.steps, name)
+                        continue
                     result = self._advance(job, atoms, float(energy[b]), bool(converged[b]))
                     if result is None:
                         restarts.append(job)

@@ -54,16 +54,21 @@ def start_rng(seed: int, index: int) -> np.random.Generator:
 
 
 def composition_volume(numbers: Iterable[int], element_volumes: dict[int, float]) -> float:
-    """Cell volume (Å³) as the sum of per-element volumes fitted on the training crystals."""
-    total = 0.0
-    for z in numbers:
-        volume = element_volumes.get(z, 0.0)
-        if not volume > 0:
-            raise ValueError(
-                f"the model has no volume for element {symbols([z])}: it was trained "
-                "without crystals containing it; give --volume-per-atom"
-            )
-        total += volume
+    """Cell volume (Å³) as the sum of per-element volumes fitted on the training crystals.
+
+    A single element may have a fitted volume of zero (the non-negative fit can give its share
+    to the elements it always appears with); only a composition with no volume at all is refused.
+    """
+    numbers = list(numbers)
+    missing = sorted({z for z in numbers if z not in element_volumes})
+    if missing:
+        raise ValueError(f"the model has no volume for element {symbols(missing)}; give --volume-per-atom")
+    total = sum(element_volumes[z] for z in numbers)
+    if not total > 0:
+        raise ValueError(
+            f"the model's fitted volume of {symbols(numbers)} is zero: it was trained without "
+            "crystals containing these elements; give --volume-per-atom"
+        )
     return total
 
 
