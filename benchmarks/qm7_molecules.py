@@ -28,6 +28,7 @@ import respmatch
 from respmatch.evaluate.molecules import evaluate_molecules
 from respmatch.evaluate.plots import plot_group_bars
 from respmatch.search.generate import search_compositions
+from respmatch.cli import _key_values
 from respmatch.train import TrainConfig
 
 PAPER = "paper (original implementation): 25% strictly valid (65% lenient) on 20 C5NOH molecules"
@@ -64,7 +65,11 @@ def train_model(molecules, args, path: Path) -> float:
         path,
         preset="molecule",
         label_config=respmatch.label_preset("molecule", copies_per_structure=args.copies_per_structure),
-        config=TrainConfig(epochs=args.epochs, batch_size=args.train_batch_size, seed=args.seed),
+        config=TrainConfig(
+            epochs=args.epochs, batch_size=args.train_batch_size, seed=args.seed,
+            **_key_values(args.train_option, "--train-option"),
+        ),
+        model_options=_key_values(args.model_option, "--model-option"),
     )
     seconds = time.perf_counter() - started
     epochs = [h["seconds"] for h in result.history]
@@ -90,6 +95,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128, help="structures relaxed at once")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="model setting, e.g. hidden=[64,32] (as respmatch train --model)")
+    parser.add_argument("--train-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="training setting, e.g. plateau_patience=1 (as respmatch train --train-option)")
     parser.add_argument(
         "--quick", action="store_true", help=f"smoke run: {QUICK_TRAIN_MOLECULES} molecules, {QUICK}, short stages"
     )

@@ -101,3 +101,26 @@ def test_formula_without_reference_is_not_counted_and_table_renders(tmp_path):
     table = result.table()
     assert "match_rate_lowest" in table and "Fd-3m (227)" in table
     result.write_json(tmp_path / "crystals.json")
+
+
+def test_evaluate_cli_matches_against_a_reference_cif(tmp_path, capsys):
+    from ase.build import bulk
+    from ase.io import write
+
+    from respmatch.cli import main
+
+    tries = [bulk("NaCl", "rocksalt", a=5.7), bulk("NaCl", "cesiumchloride", a=3.4)]
+    for k, atoms in enumerate(tries):
+        atoms.info.update(index=k, pseudo_energy_per_atom=float(k), converged=True)
+    write(tmp_path / "tries.extxyz", tries, format="extxyz")
+    write(tmp_path / "known.cif", bulk("NaCl", "rocksalt", a=5.64))
+    code = main(["evaluate", str(tmp_path / "tries.extxyz"), "--kind", "crystal",
+                 "--reference", str(tmp_path / "known.cif"), "--plot", str(tmp_path / "match.png"),
+                 "--json", str(tmp_path / "e.json")])
+    assert code == 0
+    assert "crystal evaluation" in capsys.readouterr().out
+    import json
+
+    summary = json.loads((tmp_path / "e.json").read_text())["summary"]
+    assert summary["match_rate_any"] == 1.0 and summary["match_rate_lowest"] == 1.0
+    assert (tmp_path / "match.png").read_bytes()[:4] == b"\x89PNG"

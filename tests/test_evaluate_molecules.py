@@ -93,3 +93,20 @@ def test_duplicates_halve_uniqueness_and_novelty_needs_training(tmp_path):
     assert result.records[1]["index"] == 1  # position when the structure carries no index
     result.write_json(tmp_path / "eval.json")
     assert json.loads((tmp_path / "eval.json").read_text())["summary"]["n"] == 2
+
+
+def test_evaluate_cli_on_molecules_with_training_set_and_plot(tmp_path, capsys):
+    from ase.build import molecule
+    from ase.io import write
+
+    from respmatch.cli import main
+
+    generated, training = tmp_path / "generated.extxyz", tmp_path / "training.extxyz"
+    write(generated, [molecule("CH3CH2OH"), molecule("C6H6")], format="extxyz")
+    write(training, [molecule("C6H6")], format="extxyz")
+    plot = tmp_path / "validity.png"
+    assert main(["evaluate", str(generated), "--kind", "molecule", "--training", str(training),
+                 "--plot", str(plot)]) == 0
+    out = capsys.readouterr().out
+    assert "molecule evaluation" in out and "strict_valid" in out
+    assert plot.read_bytes()[:4] == b"\x89PNG"
