@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from respmatch.evaluate.result import Evaluation  # noqa: E402
 
+ALLOTROPE_MARKERS = {"diamond": "o", "lonsdaleite": "s", "graphite-AB": "^", "graphite-AA": "v"}
 COORDINATION_COLOURS = {"sp3": "tab:blue", "sp2": "tab:red", "mixed": "tab:purple", "other": "tab:gray"}
 
 
@@ -32,12 +33,18 @@ def plot_carbon_map(evaluation: Evaluation, path: str | Path) -> Path:
                 alpha=0.75,
                 label=f"{label} ({len(points)})",
             )
-    for r in evaluation.records:
-        if r.get("allotrope") and r.get("pseudo_energy_per_atom") is not None:
-            axes.annotate(r["allotrope"], (r["volume_per_atom"], r["pseudo_energy_per_atom"]), fontsize=6, alpha=0.6)
+    for name, marker in ALLOTROPE_MARKERS.items():  # known allotropes ringed, not labelled
+        points = [r for r in evaluation.records if r.get("allotrope") == name and r.get("pseudo_energy_per_atom") is not None]
+        if points:
+            axes.scatter(
+                [r["volume_per_atom"] for r in points],
+                [r["pseudo_energy_per_atom"] for r in points],
+                s=60, marker=marker, facecolors="none", edgecolors="black", linewidths=0.7,
+                label=f"{name} ({len(points)})",
+            )
     axes.set_xlabel("volume per atom (Å³)")
     axes.set_ylabel("pseudo-energy Ẽ per atom (eV)")
-    axes.legend(title="coordination", fontsize=8)
+    axes.legend(title="coordination / allotrope", fontsize=8)
     axes.set_title("Generated carbon: Ẽ against volume")
     return _save(figure, path)
 
