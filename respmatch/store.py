@@ -166,6 +166,19 @@ class RunStore:
             yield row.toatoms(), dict(row.key_value_pairs)
 
 
+def read_run(db_path: str | Path) -> list[Atoms]:
+    """The stored structures sorted by index, each with its INFO_KEYS in ``atoms.info``."""
+    name = str(db_path)
+    if "://" not in name and not Path(name).is_file():
+        raise FileNotFoundError(f"{name}: no such results database")
+    structures = []
+    for row in _sorted_rows(_connect(name)):
+        atoms = row.toatoms()
+        atoms.info.update({key: row.key_value_pairs[key] for key in INFO_KEYS})
+        structures.append(atoms)
+    return structures
+
+
 def export(db_path: str | Path, out_path: str | Path, *, only_converged: bool = False) -> int:
     """Write the stored structures, sorted by index, to extxyz or CIF (by suffix); return the count.
 
@@ -178,20 +191,15 @@ def export(db_path: str | Path, out_path: str | Path, *, only_converged: bool = 
             f"{out_path}: unknown suffix {out_path.suffix!r}; supported: "
             + ", ".join(sorted(EXPORT_FORMATS))
         )
-    name = str(db_path)
-    if "://" not in name and not Path(name).is_file():
-        raise FileNotFoundError(f"{name}: no such results database")
     images = []
-    for row in _sorted_rows(_connect(name)):
-        if only_converged and not row.converged:
+    for atoms in read_run(db_path):
+        if only_converged and not atoms.info["converged"]:
             continue
-        atoms = row.toatoms()
         if fmt == "cif" and not atoms.pbc.all():
             raise ValueError(
-                f"{out_path}: structure {row.index} is not periodic and CIF holds only crystals; "
-                "export to .xyz instead"
+                f"{out_path}: structure {atoms.info['index']} is not periodic and CIF holds only "
+                "crystals; export to .xyz instead"
             )
-        atoms.info.update({key: row.key_value_pairs[key] for key in INFO_KEYS})
         images.append(atoms)
     ase_write(out_path, images, format=fmt)
     return len(images)

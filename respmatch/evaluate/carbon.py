@@ -4,8 +4,8 @@ Coordination counts C–C bonds up to 1.7 Å: a structure is ``sp3`` when every 
 bonds, ``sp2`` when every atom has three, ``mixed`` when every atom has three or four and both
 occur, ``other`` otherwise (two-fold chains, over-coordination, isolated atoms).
 
-Allotropes are recognised with pymatgen's StructureMatcher (the CSP tolerances stol 0.5, ltol
-0.3, angle 10°) against templates built here.  Graphite is compared at the structure's own
+Allotropes are recognised with pymatgen's StructureMatcher (the CSP tolerances of
+``crystals``) against templates built here.  Graphite is compared at the structure's own
 volume per atom: the fixed-volume searches produce graphite whose layers are pressed together,
 and a uniform rescaling of the 8.8 Å³/atom ideal would not bring the layer spacing into
 tolerance.
@@ -23,13 +23,14 @@ from ase.build import bulk
 from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.io.ase import AseAtomsAdaptor
 
+from respmatch.evaluate.crystals import MATCHER_TOLERANCES
 from respmatch.evaluate.result import Evaluation, share
 from respmatch.neighbors import neighbor_pairs
 
 BOND_LENGTH = 1.7  # Å, longest C–C distance counted as a bond
 SYMPREC = 0.1
 GRAPHENE_BOND = 1.42  # Å, in-plane C–C of graphite
-MATCHER = StructureMatcher(stol=0.5, ltol=0.3, angle_tol=10)
+MATCHER = StructureMatcher(**MATCHER_TOLERANCES)
 ALLOTROPES = ("diamond", "lonsdaleite", "graphite-AB", "graphite-AA")
 
 

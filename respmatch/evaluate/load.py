@@ -12,7 +12,7 @@ from ase import Atoms
 from ase.io import read as ase_read
 
 from respmatch.io import StructureError, read_structures
-from respmatch.store import INFO_KEYS, _connect, _sorted_rows
+from respmatch.store import read_run
 
 
 def load_generated(source: str | Path | list[Atoms]) -> list[Atoms]:
@@ -23,11 +23,7 @@ def load_generated(source: str | Path | list[Atoms]) -> list[Atoms]:
     if not path.exists():
         raise StructureError(f"{path}: no such file")
     if path.suffix.lower() == ".db":
-        structures = []
-        for row in _sorted_rows(_connect(path)):
-            atoms = row.toatoms()
-            atoms.info.update({k: row.key_value_pairs[k] for k in INFO_KEYS if k in row.key_value_pairs})
-            structures.append(atoms)
+        structures = read_run(path)
         if not structures:
             raise StructureError(f"{path}: the run database holds no structures")
         return structures
