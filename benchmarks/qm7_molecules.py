@@ -64,7 +64,11 @@ def train_model(molecules, args, path: Path) -> float:
         molecules,
         path,
         preset="molecule",
-        label_config=respmatch.label_preset("molecule", copies_per_structure=args.copies_per_structure),
+        label_config=respmatch.label_preset(
+            "molecule",
+            copies_per_structure=args.copies_per_structure,
+            **_key_values(args.label_option, "--label-option"),
+        ),
         config=TrainConfig(
             epochs=args.epochs, batch_size=args.train_batch_size, seed=args.seed,
             **_key_values(args.train_option, "--train-option"),
@@ -99,6 +103,10 @@ def main() -> None:
                         help="model setting, e.g. hidden=[64,32] (as respmatch train --model)")
     parser.add_argument("--train-option", action="append", default=[], metavar="KEY=VALUE",
                         help="training setting, e.g. plateau_patience=1 (as respmatch train --train-option)")
+    parser.add_argument("--label-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="label setting, e.g. repulsion_radius=0.8 (as respmatch train --label)")
+    parser.add_argument("--search-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="search setting, e.g. box=[6,4,4] (as respmatch generate --option)")
     parser.add_argument(
         "--quick", action="store_true", help=f"smoke run: {QUICK_TRAIN_MOLECULES} molecules, {QUICK}, short stages"
     )
@@ -133,7 +141,7 @@ def main() -> None:
             preset="molecule",
             seed=args.seed,
             batch_size=args.batch_size,
-            options=QUICK_STAGES if args.quick else None,
+            options={**(QUICK_STAGES if args.quick else {}), **_key_values(args.search_option, "--search-option")},
         )
     )
     generate_seconds = time.perf_counter() - started

@@ -10,7 +10,7 @@ import sys
 import torch
 
 from respmatch.io import StructureError, read_structures
-from respmatch.labels import LabelConfig, export_labels, label_preset
+from respmatch.labels import LabelConfig, export_labels, label_preset, with_pair_repulsion
 from respmatch.search.generate import SEARCH_PRESETS
 from respmatch.structures import Structures
 
@@ -34,7 +34,7 @@ def _labels(args, structures) -> LabelConfig:
 
     overrides = _key_values(args.label, "--label")
     try:
-        return label_preset(args.preset or preset_for(structures), **overrides)
+        return with_pair_repulsion(label_preset(args.preset or preset_for(structures), **overrides), structures)
     except TypeError as error:
         raise SystemExit(f"respmatch: unknown --label option ({error})") from error
 

@@ -9,10 +9,18 @@ from __future__ import annotations
 from dataclasses import asdict
 
 
+def _lists(value):
+    return [_lists(v) for v in value] if isinstance(value, (tuple, list)) else value
+
+
+def _tuples(value):
+    return tuple(_tuples(v) for v in value) if isinstance(value, (tuple, list)) else value
+
+
 class PlainDict:
     def to_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        return {k: _lists(v) for k, v in asdict(self).items()}
 
     @classmethod
     def from_dict(cls, values: dict):
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+        return cls(**{k: _tuples(v) for k, v in values.items()})

@@ -18,6 +18,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import write
 
 from respmatch.config import PlainDict
+from respmatch.elements import MAX_Z
 from respmatch.neighbors import neighbor_pairs
 from respmatch.structures import Structures
 
@@ -32,6 +33,11 @@ class LabelConfig(PlainDict):
     displacement_step: float = 0.05  # δ, Å: noise level k displaces by k·δ·U(-½, ½)
     noise_levels: tuple[float, ...] = NOISE_LEVELS
     repulsion_radius: float = 0.75  # r_rep, Å
+    # Ours, not the paper's (off by default): each element pair repels below this fraction of
+    # its shortest distance in the training structures (see ``with_pair_repulsion``), which
+    # fills ``pair_repulsion_radii`` with (Z1, Z2, r) before training.
+    repulsion_data_fraction: float = 0.0
+    pair_repulsion_radii: tuple[tuple[int, int, float], ...] = ()
     strain: bool = True  # strain periodic cells (ignored for molecules)
     strain_scales: tuple[float, ...] = STRAIN_SCALES
     cell_noise: float = 0.1  # random cell distortion, in units of V0^(1/3)
@@ -128,7 +134,7 @@ def draw_labels(
     restoring = -config.spring_constant * displacement
 
     moved = replace(copies, positions=positions, cell=cell)
-    repulsion_forces, repulsion_energy = _repulsion(moved, config.repulsion_radius)
+    repulsion_forces, repulsion_energy = _repulsion(moved, repulsion_table(config))
     forces = restoring + repulsion_forces
     if config.label_noise > 0:
         forces = forces + config.label_noise * torch.randn(
@@ -198,8 +204,49 @@ def _minimum_image(displacement, cell, structures):
     return torch.where(structures.periodic[system, None], wrapped, displacement)
 
 
-def _repulsion(structures: Structures, radius: float):
-    """Pair repulsion (1 - r²/r_rep²)² for every pair closer than r_rep: forces and energies."""
+def with_pair_repulsion(config: LabelConfig, structures: list[Atoms]) -> LabelConfig:
+    """``config`` with each element pair repelling below ``repulsion_data_fraction`` of its
+    shortest distance in the equilibrium ``structures`` (never below ``repulsion_radius``);
+    ``config`` itself when the fraction is 0 or the radii are already set.
+
+    The paper's single r_rep (0.7 Å for molecules) lets a C–H or C–C pair sit at 0.7–0.8 Å, far
+    inside any real bond, where the noisy restoring labels say little: models trained so put
+    minima there.  The data's own shortest distances set a wall for each pair that equilibrium
+    structures never touch when the fraction is below 1.
+    """
+    if config.repulsion_data_fraction <= 0 or config.pair_repulsion_radii:
+        return config
+    keys, distances = [], []
+    for atoms in structures:
+        i, j, d = neighbor_pairs(
+            atoms.positions, atoms.cell.array, bool(atoms.pbc.all()), 3.0, full=False, quantities="ijd"
+        )
+        a, b = atoms.numbers[i], atoms.numbers[j]
+        keys.append(np.minimum(a, b) * (MAX_Z + 1) + np.maximum(a, b))
+        distances.append(d)
+    keys, distances = np.concatenate(keys).astype(np.int64), np.concatenate(distances)
+    shortest = np.full((MAX_Z + 1) ** 2, np.inf)
+    np.minimum.at(shortest, keys, distances)
+    radii = tuple(
+        (int(key // (MAX_Z + 1)), int(key % (MAX_Z + 1)),
+         round(max(config.repulsion_radius, config.repulsion_data_fraction * float(shortest[key])), 4))
+        for key in np.flatnonzero(np.isfinite(shortest))
+    )
+    return replace(config, pair_repulsion_radii=radii)
+
+
+def repulsion_table(config: LabelConfig) -> torch.Tensor:
+    """r_rep of every element pair, (Z+1, Z+1): ``repulsion_radius`` unless a pair has its own."""
+    table = torch.full((MAX_Z + 1, MAX_Z + 1), float(config.repulsion_radius), dtype=torch.float64)
+    for a, b, radius in config.pair_repulsion_radii:
+        table[int(a), int(b)] = table[int(b), int(a)] = float(radius)
+    return table
+
+
+def _repulsion(structures: Structures, radii: torch.Tensor):
+    """Pair repulsion (1 - r²/r_rep²)² for every pair closer than its r_rep (``radii`` by element
+    pair, from ``repulsion_table``): forces and energies."""
+    radius = float(radii.max())
     positions = structures.positions.detach().numpy()
     cells = structures.cell.detach().numpy()
     pairs, shifts, owners = [], [], []
@@ -224,9 +271,10 @@ def _repulsion(structures: Structures, radius: float):
         - structures.positions[i]
         + torch.einsum("ea,eab->eb", shift, structures.cell[owner])
     )
-    closeness = (1 - (vector**2).sum(1) / radius**2).clamp(min=0)
+    r_rep = radii.to(dtype)[structures.numbers[i], structures.numbers[j]]
+    closeness = (1 - (vector**2).sum(1) / r_rep**2).clamp(min=0)
     energy.index_add_(0, owner, closeness**2)
-    push = 4 * closeness[:, None] * vector / radius**2  # -dE/dx_j; the opposite acts on i
+    push = 4 * closeness[:, None] * vector / r_rep[:, None] ** 2  # -dE/dx_j; the opposite acts on i
     forces.index_add_(0, j, push).index_add_(0, i, -push)
     return forces, energy
 

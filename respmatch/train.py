@@ -23,7 +23,13 @@ from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
 from respmatch.io import is_periodic
-from respmatch.labels import LabelConfig, LabelledStructures, draw_labels, label_preset
+from respmatch.labels import (
+    LabelConfig,
+    LabelledStructures,
+    draw_labels,
+    label_preset,
+    with_pair_repulsion,
+)
 from respmatch.model import Denoiser, ModelConfig, save_model
 from respmatch.model.checkpoint import atomic_save
 from respmatch.neighbors import build_graph, neighbor_pairs
@@ -54,6 +60,11 @@ class TrainConfig:
     force_weight: float = 1.0
     stress_weight: float = 1.0
     energy_weight: float = 0.01  # per-atom energy, small: keeps Ẽ near 0 at the training data
+    # How copies at different noise levels k share the force and energy loss.  "uniform" (the
+    # paper): every copy alike, so the largest levels dominate (their labels scale as k).
+    # "inverse-variance": weight 1/max(k,1)², so each level contributes alike relative to its
+    # label variance, as denoising score matching weights its noise scales.
+    noise_weighting: str = "uniform"
     val_fraction: float = 0.1  # of structures, when there are at least 10
     seed: int = 0
 
@@ -113,8 +124,23 @@ def split_structures(structures: list[Atoms], config: TrainConfig):
     return [structures[i] for i in order[n_val:]], [structures[i] for i in order[:n_val]]
 
 
-def loss_terms(model: Denoiser, batch: LabelledStructures, create_graph: bool) -> dict:
-    """Mean squared errors of forces, stress (periodic copies) and energy per atom."""
+NOISE_WEIGHTINGS = ("uniform", "inverse-variance")
+
+
+def copy_weights(noise_level: torch.Tensor, noise_weighting: str) -> torch.Tensor:
+    """Loss weight of each labelled copy, (B,), from its noise level."""
+    if noise_weighting == "uniform":
+        return torch.ones_like(noise_level)
+    if noise_weighting == "inverse-variance":
+        return noise_level.clamp(min=1.0) ** -2
+    raise ValueError(f"unknown noise_weighting {noise_weighting!r} (choose from {NOISE_WEIGHTINGS})")
+
+
+def loss_terms(
+    model: Denoiser, batch: LabelledStructures, create_graph: bool, noise_weighting="uniform"
+) -> dict:
+    """Mean squared errors of forces, stress (periodic copies) and energy per atom, forces and
+    energy weighted per copy by ``noise_weighting``; ``forces_plain`` is the unweighted force MSE."""
     periodic = batch.periodic
     out = model(
         batch,
@@ -123,11 +149,17 @@ def loss_terms(model: Denoiser, batch: LabelledStructures, create_graph: bool) -
         stress=bool(periodic.any()),
         create_graph=create_graph,
     )
-    terms = {"forces": ((out["forces"] - batch.forces) ** 2).mean()}
+    weight = copy_weights(batch.noise_level, noise_weighting)
+    atom_weight = weight[batch.system]
+    force_error = ((out["forces"] - batch.forces) ** 2).mean(-1)
+    terms = {
+        "forces": (atom_weight * force_error).sum() / atom_weight.sum(),
+        "forces_plain": force_error.mean(),
+    }
     if periodic.any():
         terms["stress"] = ((out["stress"] - batch.stress)[periodic] ** 2).mean()
     per_atom = (out["energy"] - batch.energy) / batch.n_atoms
-    terms["energy"] = (per_atom**2).mean()
+    terms["energy"] = (weight * per_atom**2).sum() / weight.sum()
     return terms
 
 
@@ -137,19 +169,23 @@ def weighted(terms: dict, config: TrainConfig) -> torch.Tensor:
         "stress": config.stress_weight,
         "energy": config.energy_weight,
     }
-    return sum(weights[name] * value for name, value in terms.items())
+    return sum(weights[name] * terms[name] for name in weights if name in terms)
 
 
 def evaluate(model: Denoiser, labelled: LabelledStructures, config: TrainConfig) -> dict:
     """Validation loss and RMSEs, accumulated over batches of copies."""
     sums, n_batches = {}, 0
     for index in torch.arange(labelled.n_structures).split(max(config.batch_size, 32)):
-        terms = loss_terms(model, labelled.select(index), create_graph=False)
+        terms = loss_terms(
+            model, labelled.select(index), create_graph=False, noise_weighting=config.noise_weighting
+        )
         for name, value in terms.items():
             sums[name] = sums.get(name, 0.0) + float(value.detach())
         n_batches += 1
     means = {name: value / n_batches for name, value in sums.items()}
     result = {"loss": float(weighted(means, config))}
+    # Reported RMSEs are plain (unweighted), comparable whatever the loss weighting.
+    means["forces"] = means.pop("forces_plain")
     result.update({f"{name}_rmse": math.sqrt(value) for name, value in means.items()})
     return result
 
@@ -168,13 +204,14 @@ def train(
 ) -> TrainResult:
     """Train a Response Matching model on equilibrium ``structures`` and save it to ``out``."""
     config = config or TrainConfig()
+    copy_weights(torch.ones(1), config.noise_weighting)  # refuse an unknown weighting up front
     # Early float32 gradients underflow into denormals, which the CPU handles ~10x slower:
     # flushing them to zero halved the first epochs in the profile and changes no result.
     torch.set_flush_denormal(True)
     if not structures:
         raise ValueError("no training structures")
     preset = preset or preset_for(structures)
-    label_config = label_config or label_preset(preset)
+    label_config = with_pair_repulsion(label_config or label_preset(preset), structures)
     out = Path(out)
     state_path = out.with_name(out.name + ".state")
 
@@ -246,7 +283,9 @@ def train(
         model.train()
         train_loss, n_steps = 0.0, 0
         for index in order.split(config.batch_size):
-            loss = weighted(loss_terms(model, labelled.select(index), create_graph=True), config)
+            batch = labelled.select(index)
+            terms = loss_terms(model, batch, create_graph=True, noise_weighting=config.noise_weighting)
+            loss = weighted(terms, config)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)

@@ -6,6 +6,7 @@ labelled copies themselves.
 """
 
 import itertools
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -538,3 +539,31 @@ def test_export_labels_writes_readable_extxyz(tmp_path):
     # a stretched copy carries a tensile stress label
     assert np.trace(frames[8].get_stress(voigt=False)) > 0
     assert np.trace(frames[0].get_stress(voigt=False)) < 0
+
+
+def test_pair_repulsion_radii_from_the_shortest_distances_in_the_data():
+    """Each element pair repels below a fraction of its shortest distance in the training set."""
+    from respmatch.labels import with_pair_repulsion
+
+    water = Atoms("OH2", positions=[[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]])
+    methane = molecule("CH4")
+    config = with_pair_repulsion(label_preset("molecule", repulsion_data_fraction=0.8), [water, methane])
+    radii = {(a, b): r for a, b, r in config.pair_repulsion_radii}
+    h_h = min(np.linalg.norm(water.positions[1] - water.positions[2]), methane.get_distance(1, 2))
+    assert radii[(1, 8)] == pytest.approx(0.8 * 0.96, abs=1e-4)
+    assert radii[(1, 6)] == pytest.approx(0.8 * methane.get_distance(0, 1), abs=1e-4)
+    assert radii[(1, 1)] == pytest.approx(0.8 * h_h, abs=1e-4)
+    assert (6, 8) not in radii  # never within 3 Å in the data: the single radius applies
+    assert with_pair_repulsion(label_preset("molecule"), [water]).pair_repulsion_radii == ()
+    assert LabelConfig.from_dict(config.to_dict()) == config  # round trip through a checkpoint
+
+    # An O–H pair at 0.7 Å: inside its own radius (0.768 Å), outside the single 0.7 Å one.
+    pair = Atoms("OH", positions=[[0, 0, 0], [0.7, 0, 0]])
+    fixed = replace(config, noise_levels=(0,))
+    r_rep = radii[(1, 8)]
+    labelled = labels_of([pair], fixed)
+    assert float(labelled.energy[0]) == pytest.approx(pair_energy(0.7, r_rep), rel=1e-12)
+    np.testing.assert_allclose(
+        labelled.forces.numpy()[1], [4 * (1 - 0.49 / r_rep**2) * 0.7 / r_rep**2, 0, 0], rtol=1e-12
+    )
+    assert float(labels_of([pair], replace(fixed, pair_repulsion_radii=())).energy[0]) == 0.0

@@ -93,3 +93,38 @@ def test_element_volumes_are_never_negative():
     # Na and Cl always in a 1:1 ratio: lstsq's minimum-norm answer is not unique; nnls stays >= 0.
     crystals = [bulk("NaCl", "rocksalt", a=5.6), bulk("NaCl", "rocksalt", a=5.7) * (2, 1, 1)]
     assert (fit_element_volumes(crystals, (11, 17)) >= 0).all()
+
+
+def test_inverse_variance_weighting_by_hand():
+    """Copies weigh 1/max(k,1)²: a hand-made batch of two copies gives the hand-computed mean."""
+    from respmatch.labels import LabelledStructures
+    from respmatch.model import Denoiser, ModelConfig
+    from respmatch.train import copy_weights, loss_terms
+
+    levels = torch.tensor([0.0, 0.5, 2.0, 32.0])
+    assert torch.allclose(copy_weights(levels, "inverse-variance"), torch.tensor([1, 1, 0.25, 1 / 1024]))
+    assert torch.equal(copy_weights(levels, "uniform"), torch.ones(4))
+    with pytest.raises(ValueError, match="noise_weighting"):
+        copy_weights(levels, "sigma")
+
+    model = Denoiser(ModelConfig(elements=(6,))).double()
+    torch.nn.init.zeros_(model.readout[-1].weight)  # predicts zero forces: the error is the label
+    positions = torch.tensor([[0.0, 0, 0], [1.4, 0, 0], [5.0, 0, 0], [6.5, 0, 0]], dtype=torch.float64)
+    forces = torch.tensor([[1.0, 0, 0], [-1.0, 0, 0], [0, 3.0, 0], [0, -3.0, 0]], dtype=torch.float64)
+    batch = LabelledStructures(
+        positions=positions,
+        numbers=torch.full((4,), 6),
+        cell=torch.zeros(2, 3, 3, dtype=torch.float64),
+        periodic=torch.tensor([False, False]),
+        n_atoms=torch.tensor([2, 2]),
+        forces=forces,
+        stress=torch.zeros(2, 3, 3, dtype=torch.float64),
+        energy=torch.zeros(2, dtype=torch.float64),
+        noise_level=torch.tensor([1.0, 3.0], dtype=torch.float64),
+        strain_scale=torch.zeros(2, dtype=torch.float64),
+    )
+    terms = loss_terms(model, batch, create_graph=False, noise_weighting="inverse-variance")
+    # Per-atom mean squared components: 1/3 (copy 1) and 9/3 (copy 2), weights 1 and 1/9.
+    expected = (2 * 1 * (1 / 3) + 2 * (1 / 9) * 3) / (2 * 1 + 2 * (1 / 9))
+    assert float(terms["forces"]) == pytest.approx(expected)
+    assert float(terms["forces_plain"]) == pytest.approx((2 / 3 + 2 * 3) / 4)

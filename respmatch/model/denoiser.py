@@ -85,9 +85,23 @@ class Denoiser(nn.Module):
         distance = vectors.norm(dim=1)
         unit = vectors / distance.clamp(min=1e-9)[:, None]
         radial = self.radial_mix(self.radial(distance))
-        sender = self.sender_embedding(species[graph.sender])
-        weights = (radial[:, :, None] * sender[:, None, :]).flatten(1)  # (E, K)
-        moments = self._neighbour_sum(weights, self.angular(unit), graph, len(species))
+        angular = self.angular(unit)
+        sender_species = species.index_select(0, graph.sender)
+        n_elements, n_embedding = len(self.config.elements), self.config.n_embedding
+        if n_elements < n_embedding:
+            # The embedding is linear, so A = Σ_z emb[z] ⊗ (sum over senders of element z): with
+            # fewer elements than embedding channels that sum is the narrower one (a quarter of
+            # the edge work for one-element carbon models), and the result is the same.
+            one_hot = nn.functional.one_hot(sender_species, n_elements).to(radial.dtype)
+            weights = (radial[:, :, None] * one_hot[:, None, :]).flatten(1)  # (E, R·Z)
+            partial = self._neighbour_sum(weights, angular, graph, len(species))
+            partial = partial.view(len(species), self.config.n_radial, n_elements, -1)
+            moments = torch.einsum("nrzm,zs->nrsm", partial, self.sender_embedding.weight)
+            moments = moments.reshape(len(species), -1, partial.shape[-1])
+        else:
+            sender = self.sender_embedding(sender_species)
+            weights = (radial[:, :, None] * sender[:, None, :]).flatten(1)  # (E, R·S)
+            moments = self._neighbour_sum(weights, angular, graph, len(species))
         return self.contraction(moments / self.config.avg_neighbors)
 
     def atomic_energies(self, structures: Structures, graph: Graph, vectors: torch.Tensor):
