@@ -7,6 +7,7 @@ the model is then cast to float64, so every parameter is exactly representable i
 checkpoint format.
 """
 
+import itertools
 import re
 
 import numpy as np
@@ -439,3 +440,57 @@ def test_calculator_on_a_crystal(model):
     moved = evaluate(model, [atoms.copy()], stress=True)
     assert atoms.get_potential_energy() == pytest.approx(float(moved["energy"][0]), rel=1e-12)
     assert atoms.get_potential_energy() != pytest.approx(float(reference["energy"][0]), rel=1e-6)
+
+
+def full_tensor_invariants(moments: np.ndarray) -> np.ndarray:
+    """B features written out on the full symmetric Cartesian tensors (the definition), numpy."""
+    from respmatch.model.angular import monomial_exponents
+
+    position = {e: i for i, e in enumerate(monomial_exponents(3))}
+    tensors = [moments[:, :, 0]]
+    for degree in (1, 2, 3):
+        tensor = np.zeros(moments.shape[:2] + (3,) * degree)
+        for axes in itertools.product(range(3), repeat=degree):
+            tensor[(slice(None), slice(None), *axes)] = moments[:, :, position[tuple(axes.count(a) for a in range(3))]]
+        tensors.append(tensor)
+    t0, t1, t2, t3 = tensors
+    invariants = [t0] + [(t * t).reshape(*t.shape[:2], -1).sum(-1) for t in tensors]
+    invariants += [
+        np.einsum("nka,nkb,nkab->nk", t1, t1, t2),
+        np.einsum("nkab,nkbc,nkca->nk", t2, t2, t2),
+        np.einsum("nka,nkbc,nkabc->nk", t1, t2, t3),
+        np.einsum("nkab,nkacd,nkbcd->nk", t2, t3, t3),
+    ]
+    return np.stack(invariants, -1).reshape(len(moments), -1)
+
+
+def test_contraction_equals_the_full_tensor_definition():
+    from respmatch.model.contraction import SymmetricContraction
+
+    moments = torch.randn(5, 3, 20, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    ours = SymmetricContraction(l_max=3, nu_max=3).double()(moments)
+    np.testing.assert_allclose(ours.numpy(), full_tensor_invariants(moments.numpy()), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("elements", [(6,), (6, 14), (1, 6, 7, 8, 16)])
+def test_moments_equal_the_sum_of_embedded_edge_weights(elements):
+    """A[i, (r, s), m] = Σ_edges radial_r · emb_s(sender) · Y_m, whichever way the model sums it."""
+    model = Denoiser(ModelConfig(elements=elements)).double()
+    torch.nn.init.normal_(model.sender_embedding.weight, generator=torch.Generator().manual_seed(0))
+    rng = np.random.default_rng(0)
+    atoms = Atoms(
+        numbers=rng.choice(elements, 8), scaled_positions=rng.random((8, 3)), cell=3.6 * np.eye(3), pbc=True
+    )
+    structures = Structures.from_atoms([atoms])
+    graph = build_graph(structures, model.config.cutoff)
+    vectors = graph.vectors(structures)
+    species = model.species(structures.numbers)
+    distance = vectors.norm(dim=1)
+    radial = model.radial_mix(model.radial(distance))
+    sender = model.sender_embedding(species[graph.sender])
+    angular = model.angular(vectors / distance[:, None])
+    edge = radial[:, :, None, None] * sender[:, None, :, None] * angular[:, None, None, :]
+    moments = torch.zeros(len(species), *edge.shape[1:], dtype=edge.dtype).index_add(0, graph.receiver, edge)
+    expected = full_tensor_invariants(moments.flatten(1, 2).detach().numpy() / model.config.avg_neighbors)
+    ours = model.invariant_features(species, graph, vectors).detach().numpy()
+    np.testing.assert_allclose(ours, expected, rtol=1e-9, atol=1e-9)
