@@ -33,7 +33,7 @@ TRIPLE_CONTRACTIONS = (
 )
 
 
-def triple_polynomial(equation: str, degrees: tuple[int, int, int], l_max: int) -> dict:
+def triple_polynomial(equation: str, l_max: int) -> dict:
     """Coefficients {(m1, m2, m3) sorted monomial indices: c} of a triple contraction."""
     position = {e: i for i, e in enumerate(monomial_exponents(l_max))}
     operands = [term[2:] for term in equation.split("->")[0].split(",")]  # drop the "nk" prefix
@@ -45,7 +45,6 @@ def triple_polynomial(equation: str, degrees: tuple[int, int, int], l_max: int) 
             sorted(position[tuple([axis[c] for c in operand].count(a) for a in range(3))] for operand in operands)
         )
         terms[monomials] = terms.get(monomials, 0) + 1
-    assert all(len(op) == d for op, d in zip(operands, degrees))
     return terms
 
 
@@ -63,7 +62,7 @@ class SymmetricContraction(nn.Module):
         self.register_buffer("square_weights", square, persistent=False)
 
         triples = [
-            triple_polynomial(equation, degrees, l_max)
+            triple_polynomial(equation, l_max)
             for equation, degrees in TRIPLE_CONTRACTIONS
             if nu_max >= 3 and max(degrees) <= l_max
         ]
