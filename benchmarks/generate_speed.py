@@ -26,6 +26,7 @@ from respmatch.calculator import ResponseMatchingCalculator
 from respmatch.search import relax as relax_module
 from respmatch.search.generate import search_preset
 from respmatch.search.starts import crystal_start, start_rng
+from respmatch.search.verlet import VerletLists
 from respmatch.train import TrainConfig
 
 
@@ -54,25 +55,25 @@ def serial(model, starts, stage, dtype):
 
 
 class Timers:
-    """Accumulate wall time of named functions of the relaxer module while a run goes."""
+    """Accumulate the wall time of named callables (``{label: (owner, attribute)}``) while a run goes."""
 
-    def __init__(self, names):
+    def __init__(self, targets):
         self.seconds = defaultdict(float)
-        self.originals = {name: getattr(relax_module, name) for name in names}
+        self.targets = {label: (owner, name, getattr(owner, name)) for label, (owner, name) in targets.items()}
 
     def __enter__(self):
-        for name, function in self.originals.items():
-            def timed(*a, _f=function, _n=name, **k):
+        for label, (owner, name, function) in self.targets.items():
+            def timed(*a, _f=function, _label=label, **k):
                 started = time.perf_counter()
                 out = _f(*a, **k)
-                self.seconds[_n] += time.perf_counter() - started
+                self.seconds[_label] += time.perf_counter() - started
                 return out
-            setattr(relax_module, name, timed)
+            setattr(owner, name, timed)
         return self
 
     def __exit__(self, *exc):
-        for name, function in self.originals.items():
-            setattr(relax_module, name, function)
+        for owner, name, function in self.targets.values():
+            setattr(owner, name, function)
 
 
 def main() -> None:
@@ -104,17 +105,13 @@ def main() -> None:
     serial_results = serial(model, starts[:n_serial], stage, dtype)
     serial_seconds = time.perf_counter() - started
 
-    with Timers(["build_graph", "filter_forces", "fire_step", "largest_force"]) as timers:
-        relaxer = relax_module.BatchRelaxer(model, batch_size=args.batch_size, dtype=dtype)
-        original_forward = relaxer.model.forward
-
-        def timed_forward(*a, **k):
-            begun = time.perf_counter()
-            out = original_forward(*a, **k)
-            timers.seconds["model (energy, forces, stress)"] += time.perf_counter() - begun
-            return out
-
-        relaxer.model.forward = timed_forward
+    relaxer = relax_module.BatchRelaxer(model, batch_size=args.batch_size, dtype=dtype)
+    parts = {
+        "model (energy, forces, stress)": (relaxer.model, "forward"),
+        "neighbour lists (vesin, skin)": (VerletLists, "graph"),
+        **{name: (relax_module, name) for name in ("filter_forces", "fire_step", "largest_force")},
+    }
+    with Timers(parts) as timers:
         jobs = (relax_module.Job(key=i, atoms=a.copy(), stages=(stage,)) for i, a in enumerate(starts))
         started = time.perf_counter()
         batched = sorted(relaxer.run(jobs), key=lambda r: r.key)

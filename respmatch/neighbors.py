@@ -30,6 +30,28 @@ class Graph:
     slot: torch.Tensor  # (E,)
     max_neighbors: int
 
+    @classmethod
+    def from_edges(cls, receiver, sender, shift) -> Graph:
+        """The graph of these edges, given in any order."""
+        order = torch.argsort(receiver, stable=True)
+        return cls._sorted(receiver[order], sender[order], shift[order])
+
+    @classmethod
+    def _sorted(cls, receiver, sender, shift) -> Graph:
+        counts = torch.bincount(receiver)
+        first_edge = torch.cumsum(counts, 0) - counts
+        slot = torch.arange(len(receiver), device=receiver.device) - first_edge[receiver]
+        return cls(receiver, sender, shift, slot, int(counts.max()) if len(counts) else 0)
+
+    def select(self, keep: torch.Tensor, atom_keep: torch.Tensor | None = None) -> Graph:
+        """The edges in ``keep`` (E,) bool; atoms renumbered to those in ``atom_keep`` (N,) bool."""
+        index = torch.nonzero(keep).flatten()
+        receiver, sender = self.receiver.index_select(0, index), self.sender.index_select(0, index)
+        if atom_keep is not None:
+            renumber = torch.cumsum(atom_keep, 0) - 1
+            receiver, sender = renumber[receiver], renumber[sender]
+        return Graph._sorted(receiver, sender, self.shift.index_select(0, index))
+
     def vectors(self, structures: Structures, positions: torch.Tensor | None = None) -> torch.Tensor:
         """Edge vectors x_sender + shift·cell - x_receiver, (E, 3), differentiable."""
         positions = structures.positions if positions is None else positions
@@ -69,21 +91,9 @@ def build_graph(structures: Structures, cutoff: float) -> Graph:
         receivers.append(i + start)
         senders.append(j + start)
         shifts.append(shift)
-    receiver = np.concatenate(receivers).astype(np.int64)
-    order = np.argsort(receiver, kind="stable")
-    receiver = receiver[order]
-    counts = np.bincount(receiver, minlength=len(positions))
-    first_edge = np.cumsum(counts) - counts
-    slot = np.arange(len(receiver)) - first_edge[receiver]
     device = structures.positions.device
 
-    def tensor(array):
-        return torch.as_tensor(array, dtype=torch.long, device=device)
+    def tensor(arrays, shape=(-1,)):
+        return torch.as_tensor(np.concatenate(arrays).astype(np.int64).reshape(shape), device=device)
 
-    return Graph(
-        receiver=tensor(receiver),
-        sender=tensor(np.concatenate(senders).astype(np.int64)[order]),
-        shift=tensor(np.concatenate(shifts).reshape(-1, 3)[order]),
-        slot=tensor(slot),
-        max_neighbors=int(counts.max()) if len(counts) else 0,
-    )
+    return Graph.from_edges(tensor(receivers), tensor(senders), tensor(shifts, (-1, 3)))

@@ -494,3 +494,21 @@ def test_moments_equal_the_sum_of_embedded_edge_weights(elements):
     expected = full_tensor_invariants(moments.flatten(1, 2).detach().numpy() / model.config.avg_neighbors)
     ours = model.invariant_features(species, graph, vectors).detach().numpy()
     np.testing.assert_allclose(ours, expected, rtol=1e-9, atol=1e-9)
+
+
+def test_one_element_readout_equals_the_general_readout():
+    """Folding the constant receiver embedding and the standardisation into the first layer."""
+    model = Denoiser(ModelConfig(elements=(6,))).double()
+    generator = torch.Generator().manual_seed(2)
+    for embedding in (model.sender_embedding, model.receiver_embedding):
+        torch.nn.init.normal_(embedding.weight, generator=generator)
+    atoms = Atoms("C8", scaled_positions=np.random.default_rng(2).random((8, 3)), cell=3.6 * np.eye(3), pbc=True)
+    structures = Structures.from_atoms([atoms])
+    model.standardize_features(structures)
+    graph = build_graph(structures, model.config.cutoff)
+    vectors = graph.vectors(structures)
+    species = model.species(structures.numbers)
+    features = (model.invariant_features(species, graph, vectors) - model.feature_mean) / model.feature_scale
+    conditioned = (model.receiver_embedding(species)[:, :, None] * features[:, None, :]).flatten(1)
+    expected = model.readout(conditioned).squeeze(1) + model.element_energy(species).squeeze(1)
+    close(model.atomic_energies(structures, graph, vectors).detach(), expected.detach())

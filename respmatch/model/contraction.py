@@ -82,6 +82,11 @@ class SymmetricContraction(nn.Module):
     def n_invariants(self) -> int:
         return 1 + (self.l_max + 1 if self.nu_max >= 2 else 0) + self.n_triples
 
+    @property
+    def degrees(self) -> tuple[int, ...]:
+        """Polynomial degree in A of each invariant, in output order (1, squares, triples)."""
+        return (1,) + ((2,) * (self.l_max + 1) if self.nu_max >= 2 else ()) + (3,) * self.n_triples
+
     def forward(self, moments: torch.Tensor) -> torch.Tensor:
         """(N, K, n_monomials) -> (N, K * n_invariants)."""
         n, k, _ = moments.shape

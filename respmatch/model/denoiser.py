@@ -82,51 +82,67 @@ class Denoiser(nn.Module):
 
     def invariant_features(self, species, graph: Graph, vectors: torch.Tensor) -> torch.Tensor:
         """Rotation-invariant B features of every atom, before standardisation, (N, F)."""
-        distance = vectors.norm(dim=1)
-        unit = vectors / distance.clamp(min=1e-9)[:, None]
-        radial = self.radial_mix(self.radial(distance))
-        angular = self.angular(unit)
-        sender_species = species.index_select(0, graph.sender)
+        n_atoms, width = len(species), max(graph.max_neighbors, 1)
+        # Edges laid out densely per receiving atom, (atoms × width): each neighbour sum is then
+        # one batched matrix product, with no (E, K, M) outer product as a scatter-add would
+        # need.  Empty slots hold a vector at twice the cutoff, where the radial basis is
+        # exactly zero (the envelope is clamped there), so they add nothing and get no gradient.
+        slots = graph.receiver * width + graph.slot
+        empty = vectors.new_zeros(n_atoms * width, 3)
+        empty[:, 0] = 2 * self.config.cutoff
+        dense = empty.index_copy(0, slots, vectors)
+        distance = dense.norm(dim=1)
+        radial = self.radial_mix(self.radial(distance))  # (N·W, R)
+        angular = self.angular(dense / distance.clamp(min=1e-9)[:, None]).view(n_atoms, width, -1)
+
+        def neighbour_sum(weights):  # A[i, k, m] = Σ_slots weights[k]·angular[m]
+            return torch.bmm(weights.view(n_atoms, width, -1).transpose(1, 2), angular)
+
         n_elements, n_embedding = len(self.config.elements), self.config.n_embedding
+        if n_elements == 1:
+            # One element: every moment is A[r, s] = emb[s]·A[r], so an invariant of degree d
+            # is emb[s]^d times the invariant of A[r].  Contract R channels, not R·S (a quarter
+            # of the work); the full features are the powers times these.
+            invariants = self.contraction(neighbour_sum(radial) / self.config.avg_neighbors)
+            degrees = torch.tensor(self.contraction.degrees, dtype=radial.dtype, device=radial.device)
+            powers = self.sender_embedding.weight[0][:, None] ** degrees  # (S, n_invariants)
+            return (invariants.view(n_atoms, self.config.n_radial, 1, -1) * powers).reshape(n_atoms, -1)
+        senders = species.new_zeros(n_atoms * width).index_copy(0, slots, species.index_select(0, graph.sender))
         if n_elements < n_embedding:
             # The embedding is linear, so A = Σ_z emb[z] ⊗ (sum over senders of element z): with
-            # fewer elements than embedding channels that sum is the narrower one (a quarter of
-            # the edge work for one-element carbon models), and the result is the same.
-            one_hot = nn.functional.one_hot(sender_species, n_elements).to(radial.dtype)
-            weights = (radial[:, :, None] * one_hot[:, None, :]).flatten(1)  # (E, R·Z)
-            partial = self._neighbour_sum(weights, angular, graph, len(species))
-            partial = partial.view(len(species), self.config.n_radial, n_elements, -1)
+            # fewer elements than embedding channels that sum is the narrower one, and the
+            # result is the same.
+            one_hot = nn.functional.one_hot(senders, n_elements).to(radial.dtype)
+            partial = neighbour_sum((radial[:, :, None] * one_hot[:, None, :]).flatten(1))  # (N, R·Z, M)
+            partial = partial.view(n_atoms, self.config.n_radial, n_elements, -1)
             moments = torch.einsum("nrzm,zs->nrsm", partial, self.sender_embedding.weight)
-            moments = moments.reshape(len(species), -1, partial.shape[-1])
+            moments = moments.reshape(n_atoms, -1, partial.shape[-1])
         else:
-            sender = self.sender_embedding(sender_species)
-            weights = (radial[:, :, None] * sender[:, None, :]).flatten(1)  # (E, R·S)
-            moments = self._neighbour_sum(weights, angular, graph, len(species))
+            sender = self.sender_embedding(senders)
+            moments = neighbour_sum((radial[:, :, None] * sender[:, None, :]).flatten(1))  # (N, R·S, M)
         return self.contraction(moments / self.config.avg_neighbors)
 
     def atomic_energies(self, structures: Structures, graph: Graph, vectors: torch.Tensor):
         species = self.species(structures.numbers)
         features = self.invariant_features(species, graph, vectors)
-        features = (features - self.feature_mean) / self.feature_scale
-        receiver = self.receiver_embedding(species)
-        conditioned = (receiver[:, :, None] * features[:, None, :]).flatten(1)
-        return self.readout(conditioned).squeeze(1) + self.element_energy(species).squeeze(1)
+        if len(self.config.elements) == 1:
+            hidden = self._one_element_first_layer(features)
+        else:
+            features = (features - self.feature_mean) / self.feature_scale
+            receiver = self.receiver_embedding(species)
+            hidden = self.readout[0]((receiver[:, :, None] * features[:, None, :]).flatten(1))
+        return self.readout[1:](hidden).squeeze(1) + self.element_energy(species).squeeze(1)
 
-    @staticmethod
-    def _neighbour_sum(weights, angular, graph: Graph, n_atoms: int) -> torch.Tensor:
-        """A[i, k, m] = Σ_edges→i weights[e, k]·angular[e, m], as one batched matrix product.
+    def _one_element_first_layer(self, features: torch.Tensor) -> torch.Tensor:
+        """The first readout layer of a one-element model, on the raw features.
 
-        Edges are laid out densely per receiving atom (zero padding), which avoids building the
-        (E, K, M) outer product that a scatter-add would need: the dominant cost of the model.
+        Its input, receiver embedding ⊗ standardised features, is linear in the features and the
+        embedding is one constant vector: both fold into the weights, a layer a quarter as wide.
         """
-        width = max(graph.max_neighbors, 1)
-        flat = graph.receiver * width + graph.slot
-
-        def dense(values):  # scattered separately: the backward of slices would zero-fill copies
-            out = values.new_zeros(n_atoms * width, values.shape[1]).index_copy(0, flat, values)
-            return out.view(n_atoms, width, values.shape[1])
-
-        return torch.bmm(dense(weights).transpose(1, 2), dense(angular))
+        first = self.readout[0]
+        weight = first.weight.view(first.out_features, self.config.n_embedding, -1)
+        weight = torch.einsum("hsf,s->hf", weight, self.receiver_embedding.weight[0]) / self.feature_scale
+        return torch.addmm(first.bias - weight @ self.feature_mean, features, weight.T)
 
     @torch.no_grad()
     def standardize_features(self, structures: Structures) -> None:
@@ -149,42 +165,39 @@ class Denoiser(nn.Module):
         stress: bool = False,
         create_graph: bool = False,
     ) -> dict[str, torch.Tensor]:
-        """Energy (B,), and optionally forces (N, 3) and stress (B, 3, 3) in ASE units and sign."""
+        """Energy (B,), and optionally forces (N, 3) and stress (B, 3, 3) in ASE units and sign.
+
+        Both come from the gradient g_e = ∂Ẽ/∂v_e on the edge vectors: an edge pushes its
+        receiver by +g and its sender by -g, and a homogeneous strain ε changes every edge by
+        v·ε, so ∂Ẽ/∂ε = Σ_e v_e ⊗ g_e (symmetrised), the virial.  One gradient serves both and
+        avoids differentiating through a per-edge copy of the cell.
+        """
         if graph is None:
             graph = build_graph(structures, self.config.cutoff)
-        positions = structures.positions
-        if forces:
-            positions = positions.detach().requires_grad_(True)
-        strain = torch.zeros_like(structures.cell, requires_grad=stress)
-        strained = structures
-        if stress:
-            # A homogeneous strain maps positions and cell r -> r(I + ε); dE/dε is the virial.
-            deformation = torch.eye(3, dtype=strain.dtype, device=strain.device) + 0.5 * (
-                strain + strain.transpose(1, 2)
-            )
-            strained = replace(
-                structures,
-                positions=torch.einsum("na,nab->nb", positions, deformation[structures.system]),
-                cell=structures.cell @ deformation,
-            )
-        vectors = graph.vectors(strained, strained.positions if stress else positions)
+        vectors = graph.vectors(structures).detach().requires_grad_(forces or stress)
         atomic = self.atomic_energies(structures, graph, vectors)
         energy = torch.zeros(
             structures.n_structures, dtype=atomic.dtype, device=atomic.device
         ).index_add(0, structures.system, atomic)
         out = {"energy": energy, "atomic_energies": atomic}
-        wrt = ([positions] if forces else []) + ([strain] if stress else [])
-        if wrt:
-            grads = torch.autograd.grad(
-                energy.sum(), wrt, create_graph=create_graph, allow_unused=True
+        if not (forces or stress):
+            return out
+        (edge_gradient,) = torch.autograd.grad(
+            energy.sum(), vectors, create_graph=create_graph, allow_unused=True
+        )
+        if edge_gradient is None:  # no edges at all
+            edge_gradient = torch.zeros_like(vectors)
+        if forces:
+            out["forces"] = (
+                torch.zeros_like(structures.positions, dtype=atomic.dtype)
+                .index_add(0, graph.receiver, edge_gradient)
+                .index_add(0, graph.sender, -edge_gradient)
             )
-            grads = [torch.zeros_like(w) if g is None else g for g, w in zip(grads, wrt)]
-            if forces:
-                out["forces"] = -grads[0]
-            if stress:
-                volume = structures.volume()
-                periodic = structures.periodic[:, None, None]
-                out["stress"] = torch.where(
-                    periodic, grads[-1] / volume.clamp(min=1e-12)[:, None, None], 0.0
-                )
+        if stress:
+            outer = (vectors[:, :, None] * edge_gradient[:, None, :]).flatten(1)
+            system = structures.system.index_select(0, graph.receiver)
+            virial = outer.new_zeros(structures.n_structures, 9).index_add(0, system, outer).view(-1, 3, 3)
+            virial = 0.5 * (virial + virial.transpose(1, 2))
+            volume = structures.volume().clamp(min=1e-12)[:, None, None]
+            out["stress"] = torch.where(structures.periodic[:, None, None], virial / volume, 0.0)
         return out

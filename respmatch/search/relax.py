@@ -26,7 +26,7 @@ import torch
 from ase import Atoms
 
 from respmatch.model import Denoiser
-from respmatch.neighbors import build_graph
+from respmatch.search.verlet import VerletLists
 from respmatch.structures import Structures
 
 CELL_MODES = {"fixed": 0, "constant-volume": 1, "full": 2}
@@ -274,6 +274,7 @@ class BatchRelaxer:
         next_key = 0
         state: FireState | None = None
         first = None
+        lists = VerletLists(self.model.config.cutoff)
         while True:
             free = self.batch_size - (0 if state is None else len(state.n_atoms))
             entering = []
@@ -295,7 +296,7 @@ class BatchRelaxer:
             structures = state.structures()
             out = self.model(
                 structures,
-                build_graph(structures, self.model.config.cutoff),
+                lists.graph(structures),
                 forces=True,
                 stress=bool((state.cell_mode > 0).any()),
             )
@@ -322,6 +323,7 @@ class BatchRelaxer:
                         yield result
                 keep = ~finished
                 state, first = state.select(keep), first[keep]
+                lists.keep(keep)
                 atom_forces = atom_forces[keep[structures.system]]
                 cell_forces = cell_forces[keep]
             if len(state.n_atoms):
