@@ -18,7 +18,7 @@ import torch
 from respmatch.neighbors import Graph, build_graph
 from respmatch.structures import Structures
 
-SKIN = 0.5  # Å; the fixed-volume preset (max step 0.01 Å) then rebuilds at most every 25 steps
+SKIN = 0.5  # Å; at the fixed-volume preset's max step of 0.01 Å a list lasts 12 steps or more
 
 
 class VerletLists:
