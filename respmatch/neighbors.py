@@ -52,9 +52,9 @@ class Graph:
             receiver, sender = renumber[receiver], renumber[sender]
         return Graph._sorted(receiver, sender, self.shift.index_select(0, index))
 
-    def vectors(self, structures: Structures, positions: torch.Tensor | None = None) -> torch.Tensor:
-        """Edge vectors x_sender + shift·cell - x_receiver, (E, 3), differentiable."""
-        positions = structures.positions if positions is None else positions
+    def vectors(self, structures: Structures) -> torch.Tensor:
+        """Edge vectors x_sender + shift·cell - x_receiver, (E, 3)."""
+        positions = structures.positions
         system = structures.system.index_select(0, self.receiver)
         cell = structures.cell.index_select(0, system)
         image = torch.einsum("ea,eab->eb", self.shift.to(positions.dtype), cell)

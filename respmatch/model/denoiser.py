@@ -10,7 +10,7 @@ forces and stress come from autograd, so the potential is conservative and every
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from torch import nn
