@@ -77,15 +77,14 @@ class SymmetricContraction(nn.Module):
             index = torch.tensor([term[position] for term in terms], dtype=torch.long)
             self.register_buffer(f"triple_index_{position}", index, persistent=False)
         self.register_buffer("triple_coefficients", coefficients, persistent=False)
+        # Polynomial degree in A of each invariant, in output order (1, squares, triples).
+        degrees = [1] + ([2] * (self.l_max + 1) if nu_max >= 2 else []) + [3] * self.n_triples
+        self.register_buffer("degrees", torch.tensor(degrees), persistent=False)
 
     @property
     def n_invariants(self) -> int:
         return 1 + (self.l_max + 1 if self.nu_max >= 2 else 0) + self.n_triples
 
-    @property
-    def degrees(self) -> tuple[int, ...]:
-        """Polynomial degree in A of each invariant, in output order (1, squares, triples)."""
-        return (1,) + ((2,) * (self.l_max + 1) if self.nu_max >= 2 else ()) + (3,) * self.n_triples
 
     def forward(self, moments: torch.Tensor) -> torch.Tensor:
         """(N, K, n_monomials) -> (N, K * n_invariants)."""

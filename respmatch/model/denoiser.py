@@ -104,8 +104,7 @@ class Denoiser(nn.Module):
             # is emb[s]^d times the invariant of A[r].  Contract R channels, not R·S (a quarter
             # of the work); the full features are the powers times these.
             invariants = self.contraction(neighbour_sum(radial) / self.config.avg_neighbors)
-            degrees = torch.tensor(self.contraction.degrees, dtype=radial.dtype, device=radial.device)
-            powers = self.sender_embedding.weight[0][:, None] ** degrees  # (S, n_invariants)
+            powers = self.sender_embedding.weight[0][:, None] ** self.contraction.degrees  # (S, n_invariants)
             return (invariants.view(n_atoms, self.config.n_radial, 1, -1) * powers).reshape(n_atoms, -1)
         senders = species.new_zeros(n_atoms * width).index_copy(0, slots, species.index_select(0, graph.sender))
         if n_elements < n_embedding:
