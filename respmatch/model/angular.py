@@ -31,27 +31,21 @@ class CartesianAngularBasis(nn.Module):
         self.l_max = int(l_max)
 
     def forward(self, unit: torch.Tensor) -> torch.Tensor:
-        """(E, 3) unit vectors -> (E, n_monomials), ordered as ``monomial_exponents``."""
-        degree = torch.ones_like(unit[:, :1])
-        parts = [degree]
+        """(3, ...) unit vectors -> (n_monomials, ...), ordered as ``monomial_exponents``.
+
+        Components first, one row per monomial, stacked once at the end: the profile showed
+        the copies of concatenating each degree (or of components-last layouts) costing more
+        than the products.
+        """
+        x, y, z = unit
+        one = torch.ones_like(x)
+        rows, degree, free_of_x, z_only = [one], [one], [one], one
         for _ in range(self.l_max):
-            n_x, n_z = degree.shape[1], 1  # monomials free of x: the tail, free of x and y: the last
-            n_yz = _count_free_of_x(degree.shape[1])
-            degree = torch.cat(
-                [
-                    unit[:, 0:1] * degree,
-                    unit[:, 1:2] * degree[:, n_x - n_yz :],
-                    unit[:, 2:3] * degree[:, n_x - n_z :],
-                ],
-                dim=1,
-            )
-            parts.append(degree)
-        return torch.cat(parts, dim=1)
+            with_y = [y * row for row in free_of_x]
+            z_only = z * z_only
+            degree = [x * row for row in degree] + with_y + [z_only]
+            free_of_x = with_y + [z_only]
+            rows += degree
+        return torch.stack(rows)
 
 
-def _count_free_of_x(n_monomials: int) -> int:
-    """Monomials of one degree l without x number l+1 (of (l+1)(l+2)/2 in all)."""
-    l = 0
-    while (l + 1) * (l + 2) // 2 < n_monomials:
-        l += 1
-    return l + 1

@@ -29,6 +29,7 @@ class BesselRadialBasis(nn.Module):
         self.frequencies = nn.Parameter(torch.arange(1, n_basis + 1) * math.pi / cutoff)
 
     def forward(self, r: torch.Tensor) -> torch.Tensor:
-        r = r[:, None]
-        bessel = math.sqrt(2 / self.cutoff) * torch.sin(self.frequencies * r) / r
+        """Distances (...) -> basis (n_basis, ...), the basis first as the angular one."""
+        frequencies = self.frequencies.view(-1, *([1] * r.dim()))
+        bessel = math.sqrt(2 / self.cutoff) * torch.sin(frequencies * r) / r
         return bessel * polynomial_envelope(r, self.cutoff, self.envelope_p)
