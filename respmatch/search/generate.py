@@ -17,7 +17,7 @@ from ase import Atoms
 from tqdm.auto import tqdm
 
 from respmatch.model import Denoiser, load_model
-from respmatch.search.relax import BatchRelaxer, Job, Stage
+from respmatch.search.relax import BatchRelaxer, Job, Relaxed, Stage
 from respmatch.search.starts import (
     composition_volume,
     crystal_start,
@@ -146,6 +146,18 @@ def start_factory(
     return preset, settings, start
 
 
+def result_record(result: Relaxed, index: int, seed: int) -> dict:
+    """What is kept of each relaxed structure besides its atoms (store columns, extxyz info)."""
+    return {
+        "index": index,
+        "seed": seed,
+        "pseudo_energy_per_atom": result.energy / len(result.atoms),
+        "converged": result.converged,
+        "steps": result.steps,
+        "stage": result.stage,
+    }
+
+
 def generate(
     model_path: str | Path,
     composition: str,
@@ -193,16 +205,7 @@ def generate(
     bar = tqdm(total=n, initial=n - len(todo), desc="generate", unit="structure", disable=not progress)
     started, finished, converged = time.perf_counter(), 0, 0
     for result in relaxer.run(start(i) for i in todo):
-        index = result.key
-        store.write(
-            result.atoms,
-            index=index,
-            seed=seed,
-            pseudo_energy_per_atom=result.energy / len(result.atoms),
-            converged=result.converged,
-            steps=result.steps,
-            stage=result.stage,
-        )
+        store.write(result.atoms, **result_record(result, result.key, seed))
         finished += 1
         converged += result.converged
         elapsed = time.perf_counter() - started
@@ -255,14 +258,6 @@ def search_compositions(
     with tqdm(total=total, desc="search", unit="structure", disable=not progress) as bar:
         for result in relaxer.run(jobs):
             formula, index = result.key
-            result.atoms.info.update(
-                composition=formula,
-                index=index,
-                seed=seed,
-                pseudo_energy_per_atom=result.energy / len(result.atoms),
-                converged=result.converged,
-                steps=result.steps,
-                stage=result.stage,
-            )
+            result.atoms.info.update(composition=formula, **result_record(result, index, seed))
             bar.update(1)
             yield result.atoms
