@@ -31,7 +31,7 @@ import respmatch
 from respmatch.evaluate.crystals import evaluate_crystals
 from respmatch.evaluate.plots import plot_group_bars
 from respmatch.search.generate import search_compositions
-from respmatch.search.starts import parse_composition
+from respmatch.search.starts import composition_volume, parse_composition
 from respmatch.train import TrainConfig
 
 OUT = Path(__file__).parent / "out"
@@ -143,19 +143,23 @@ def headline(evaluation, tries: int) -> str:
             f"(RMSE {s['rmse_any']:.4f}); valid {s['valid']:.1%}, unique {s['unique']:.1%}")
 
 
-def searchable_elements(model) -> set[int]:
-    """Elements the search can place: seen in training and with a fitted volume (the
-    non-negative fit can give an element that always comes with the same partners none)."""
-    return {z for z, v in zip(model.config.elements, model.element_volumes.tolist()) if v > 0}
+def searchable(model, numbers) -> bool:
+    """Whether the search can size a cell for these atoms: every element seen in training and a
+    fitted volume above zero in all (one element may have none: the non-negative fit can give
+    its share to the partners it always comes with)."""
+    volumes = dict(zip(model.config.elements, model.element_volumes.tolist()))
+    try:
+        composition_volume(numbers, volumes)
+    except ValueError:
+        return False
+    return True
 
 
 def paper_compositions(model, everything, train, args, meta):
     """The paper's 15 MP-20 compositions; evaluated against any csv row of the same formula."""
-    elements = searchable_elements(model)
     usable, skipped = [], []
     for composition in PAPER_COMPOSITIONS:
-        numbers = parse_composition(composition)
-        (usable if set(numbers) <= elements else skipped).append(composition)
+        (usable if searchable(model, parse_composition(composition)) else skipped).append(composition)
     if skipped:
         print(f"paper compositions skipped (an element the model lacks or has no volume for): "
               f"{', '.join(skipped)}")
@@ -212,12 +216,11 @@ def main() -> None:
 
     train, held, everything = load_split(args)
     model, meta = train_model(args, train)
-    elements = searchable_elements(model)
-    usable = {f: s for f, s in held.items() if {int(z) for a in s for z in a.numbers} <= elements}
+    usable = {f: s for f, s in held.items() if searchable(model, s[0].numbers.tolist())}
     chosen = dict(list(usable.items())[: args.held_out])
     print(f"split: {len(train)} training structures ({len(by_formula(train))} formulas); "
           f"{len(held)} held-out formulas ({sum(map(len, held.values()))} structures), "
-          f"{len(held) - len(usable)} dropped (an element not in training or without a fitted volume), "
+          f"{len(held) - len(usable)} dropped (an element not in training, or no fitted volume), "
           f"{len(chosen)} evaluated")
     meta.update(dataset=args.dataset, seed=args.seed, quick=args.quick, train_structures=len(train),
                 held_out_formulas=len(held), dropped_formulas=len(held) - len(usable), evaluated=len(chosen),
