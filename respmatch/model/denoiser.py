@@ -41,7 +41,6 @@ class NeighbourSum(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         weights, angular = ctx.saved_tensors
-        grad = grad.contiguous()
         grad_weights = torch.bmm(grad, angular.transpose(0, 1)).transpose(0, 1)
         grad_angular = torch.bmm(grad.transpose(1, 2), weights.transpose(0, 1)).transpose(0, 1)
         return grad_weights, grad_angular
