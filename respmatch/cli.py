@@ -16,16 +16,22 @@ from respmatch.structures import Structures
 
 
 def _key_values(pairs: list[str], option: str) -> dict:
-    """Parse ``KEY=VALUE`` overrides; values are Python literals (numbers, tuples, booleans)."""
+    """Parse ``KEY=VALUE`` overrides; values are Python literals (numbers, tuples, booleans).
+
+    Dashes in a key's last part become underscores (``min-distance``); a stage name before a dot
+    is kept as it is (``kick-relax.fmax``).
+    """
     out = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep:
             raise SystemExit(f"respmatch: {option} expects KEY=VALUE, got {pair!r}")
+        stage, dot, field = key.strip().rpartition(".")
+        key = stage + dot + field.replace("-", "_")
         try:
-            out[key.strip().replace("-", "_")] = ast.literal_eval(value)
+            out[key] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
-            out[key.strip().replace("-", "_")] = value
+            out[key] = value
     return out
 
 

@@ -62,3 +62,14 @@ def test_bad_input_is_a_clear_error(tmp_path, capsys):
 def test_unknown_override_is_rejected(crystal_file, tmp_path):
     with pytest.raises(SystemExit, match="unknown --label"):
         main(["label", str(crystal_file), "--out", str(tmp_path / "x.extxyz"), "--label", "nope=1"])
+
+
+def test_override_keys_keep_stage_names_with_dashes():
+    """``kick-relax.fmax`` names a stage of the molecule preset; ``min-distance`` a field."""
+    from respmatch.cli import _key_values
+    from respmatch.search.generate import search_preset
+
+    options = _key_values(["kick-relax.max-steps=7", "min-distance=0.9", "box=(6, 4, 4)"], "--option")
+    assert options == {"kick-relax.max_steps": 7, "min_distance": 0.9, "box": (6, 4, 4)}
+    preset = search_preset("molecule", **options)
+    assert preset.stages[1].max_steps == 7 and preset.min_distance == 0.9

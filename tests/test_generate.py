@@ -191,7 +191,7 @@ def test_cli_generate_and_export(trained_diamond, tmp_path, capsys):
     out = tmp_path / "run.db"
     assert main([
         "generate", "--model", str(trained_diamond[0]), "--composition", "C4", "--n", "3",
-        "--out", str(out), "--volume-per-atom", "5", "--quiet", "--option", "stage0.max_steps=10",
+        "--out", str(out), "--volume-per-atom", "5", "--quiet", "--option", "constant-volume.max-steps=10",
     ]) == 0
     assert "3 structures" in capsys.readouterr().out
     assert main(["export", str(out), "--out", str(tmp_path / "run.extxyz")]) == 0
