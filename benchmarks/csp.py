@@ -145,8 +145,8 @@ def headline(evaluation, tries: int) -> str:
 
 def searchable(model, numbers) -> bool:
     """Whether the search can size a cell for these atoms: every element seen in training and a
-    fitted volume above zero in all (one element may have none: the non-negative fit can give
-    its share to the partners it always comes with)."""
+    total fitted volume above zero (one element may have none: the non-negative fit can give its
+    share to the partners it always comes with)."""
     volumes = dict(zip(model.config.elements, model.element_volumes.tolist()))
     try:
         composition_volume(numbers, volumes)
@@ -161,7 +161,7 @@ def paper_compositions(model, everything, train, args, meta):
     for composition in PAPER_COMPOSITIONS:
         (usable if searchable(model, parse_composition(composition)) else skipped).append(composition)
     if skipped:
-        print(f"paper compositions skipped (an element the model lacks or has no volume for): "
+        print(f"paper compositions skipped (an element the model lacks, or no fitted volume in all): "
               f"{', '.join(skipped)}")
     tries = QUICK["paper_tries"] if args.quick else PAPER_TRIES
     generated, meta["paper15_generation"] = search(model, dict.fromkeys(usable, tries), args, "paper compositions")
@@ -220,7 +220,7 @@ def main() -> None:
     chosen = dict(list(usable.items())[: args.held_out])
     print(f"split: {len(train)} training structures ({len(by_formula(train))} formulas); "
           f"{len(held)} held-out formulas ({sum(map(len, held.values()))} structures), "
-          f"{len(held) - len(usable)} dropped (an element not in training, or no fitted volume), "
+          f"{len(held) - len(usable)} dropped (an element not in training, or no fitted volume in all), "
           f"{len(chosen)} evaluated")
     meta.update(dataset=args.dataset, seed=args.seed, quick=args.quick, train_structures=len(train),
                 held_out_formulas=len(held), dropped_formulas=len(held) - len(usable), evaluated=len(chosen),

@@ -18,6 +18,7 @@ import contextlib
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import torch
 
@@ -31,15 +32,11 @@ def outer_product_neighbour_sum(weights, angular):
     return (weights[:, None] * angular[None]).sum(-1).permute(2, 0, 1)
 
 
-@contextlib.contextmanager
 def neighbour_sum(kind: str):
-    original = NeighbourSum.apply
+    """The model's neighbour sum ("bmm") or the baseline ("outer"), for the duration of a block."""
     if kind == "outer":
-        NeighbourSum.apply = outer_product_neighbour_sum
-    try:
-        yield
-    finally:
-        NeighbourSum.apply = original
+        return mock.patch.object(NeighbourSum, "apply", outer_product_neighbour_sum)
+    return contextlib.nullcontext()
 
 
 def run(structures, config: TrainConfig, workdir: Path, name: str):

@@ -21,7 +21,7 @@ class Graph:
     """Directed edges ``sender -> receiver`` within the cutoff, sorted by receiver.
 
     ``slot`` is each edge's position among its receiver's edges, so that edge features can be
-    laid out densely as (atoms, max_neighbors, ...) for a batched matrix product.
+    laid out densely over (atoms, max_neighbors) slots for a batched matrix product.
     """
 
     receiver: torch.Tensor  # (E,) atom whose environment the edge belongs to

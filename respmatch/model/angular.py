@@ -10,7 +10,7 @@ def monomial_exponents(l_max: int) -> list[tuple[int, int, int]]:
     """Exponents (a, b, c) in the order ``CartesianAngularBasis`` produces them.
 
     Degree l is built from degree l-1: multiply by x every monomial, by y those without x, by
-    z those with only z.  Each step is then a slice, not a gather (gathers dominated the profile).
+    z those with only z.  Each monomial is then one product of rows, never a gather.
     """
     degree = [(0, 0, 0)]
     exponents = list(degree)
@@ -47,5 +47,3 @@ class CartesianAngularBasis(nn.Module):
             free_of_x = with_y + [z_only]
             rows += degree
         return torch.stack(rows)
-
-

@@ -23,14 +23,15 @@ from respmatch.model.radial import BesselRadialBasis
 from respmatch.neighbors import Graph, build_graph
 from respmatch.structures import Structures
 
+
 class NeighbourSum(torch.autograd.Function):
     """A[n, k, m] = Σ_w weights[k, n, w]·angular[m, n, w]: (K, N, W), (M, N, W) -> (N, K, M).
 
-    One batched matrix product forward.  Written out because autograd's own backward of a
-    product of an (N, M, W) and an (N, W, K) matrix gives the (N, W, K) gradient as products
-    with rows of K = 8 numbers, eight times slower than computing it as (N, K, W) (profiled:
-    1.8 ms of a 9 ms model call).  The backward is made of differentiable operations, so
-    training can differentiate forces once more.
+    Forward: one batched product of (N, K, W) by (N, W, M).  Written out because autograd's
+    own backward gives the gradient of the (N, W, M) factor as products with rows of M numbers
+    (profiled: eight times slower than computing it as (N, M, W), 1.8 ms of a 9 ms model call
+    for K = 8).  The backward is made of differentiable operations, so training can
+    differentiate forces once more.
     """
 
     @staticmethod
@@ -41,8 +42,11 @@ class NeighbourSum(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         weights, angular = ctx.saved_tensors
-        grad_weights = torch.bmm(grad, angular.transpose(0, 1)).transpose(0, 1)
-        grad_angular = torch.bmm(grad.transpose(1, 2), weights.transpose(0, 1)).transpose(0, 1)
+        grad_weights = grad_angular = None
+        if ctx.needs_input_grad[0]:
+            grad_weights = torch.bmm(grad, angular.transpose(0, 1)).transpose(0, 1)
+        if ctx.needs_input_grad[1]:
+            grad_angular = torch.bmm(grad.transpose(1, 2), weights.transpose(0, 1)).transpose(0, 1)
         return grad_weights, grad_angular
 
 
@@ -117,10 +121,16 @@ class Denoiser(nn.Module):
         return empty.index_copy(1, graph.receiver * width + graph.slot, vectors.T).view(3, n_atoms, width)
 
     def invariant_features(self, species, graph: Graph, edges: torch.Tensor) -> torch.Tensor:
-        """Rotation-invariant B features of every atom from ``edge_layout``, before standardisation, (N, F)."""
+        """Rotation-invariant B features of every atom, before standardisation, (N, F).
+
+        ``edges`` as laid out by ``edge_layout``.
+        """
         _, n_atoms, width = edges.shape
-        distance = edges.square().sum(0).sqrt()  # not norm(dim=0): a reduction over the outer axis ran 50× slower
-        radial = (self.radial_mix.weight @ self.radial(distance).view(self.config.n_bessel, -1)).view(-1, n_atoms, width)
+        # Not norm(dim=0): that reduction over the outer axis ran 50× slower.
+        distance = edges.square().sum(0).sqrt()
+        # The bias-free mixing layer applied to the basis-first layout: (R, 6) @ (6, N·W).
+        bessel = self.radial(distance).view(self.config.n_bessel, -1)
+        radial = (self.radial_mix.weight @ bessel).view(-1, n_atoms, width)
         angular = self.angular(edges / distance.clamp(min=1e-9))  # (M, N, W)
 
         def neighbour_sum(weights):
@@ -135,8 +145,8 @@ class Denoiser(nn.Module):
             powers = self.sender_embedding.weight[0][:, None] ** self.contraction.degrees  # (S, n_invariants)
             return (invariants.view(n_atoms, self.config.n_radial, 1, -1) * powers).reshape(n_atoms, -1)
         slots = graph.receiver * width + graph.slot
-        senders = species.new_zeros(n_atoms * width).index_copy(0, slots, species.index_select(0, graph.sender))
-        senders = senders.view(n_atoms, width)
+        senders = species.new_zeros(n_atoms * width)
+        senders = senders.index_copy(0, slots, species.index_select(0, graph.sender)).view(n_atoms, width)
         if n_elements < n_embedding:
             # The embedding is linear, so A = Σ_z emb[z] ⊗ (sum over senders of element z): with
             # fewer elements than embedding channels that sum is the narrower one, and the
@@ -213,15 +223,15 @@ class Denoiser(nn.Module):
         out = {"energy": energy, "atomic_energies": atomic}
         if not (forces or stress):
             return out
-        (gradient,) = torch.autograd.grad(energy.sum(), edges, create_graph=create_graph, allow_unused=True)
-        if gradient is None:  # no edges at all
-            gradient = torch.zeros_like(edges)
+        # Every atom has at least one (maybe empty) slot, so the energy always depends on edges.
+        (gradient,) = torch.autograd.grad(energy.sum(), edges, create_graph=create_graph)
         if forces:
             slots = graph.receiver * edges.shape[2] + graph.slot
             sender_push = gradient.flatten(1).index_select(1, slots).T
             out["forces"] = gradient.sum(2).T.index_add(0, graph.sender, -sender_push)
         if stress:
-            per_atom = torch.einsum("anw,bnw->nab", edges, gradient).flatten(1)
+            vectors = edges if create_graph else edges.detach()
+            per_atom = torch.einsum("anw,bnw->nab", vectors, gradient).flatten(1)
             virial = per_atom.new_zeros(structures.n_structures, 9).index_add(0, structures.system, per_atom)
             virial = virial.view(-1, 3, 3)
             virial = 0.5 * (virial + virial.transpose(1, 2))
