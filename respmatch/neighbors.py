@@ -43,6 +43,10 @@ class Graph:
         slot = torch.arange(len(receiver), device=receiver.device) - first_edge[receiver]
         return cls(receiver, sender, shift, slot, int(counts.max()) if len(counts) else 0)
 
+    def dense_index(self, width: int) -> torch.Tensor:
+        """Each edge's place in an (atoms × ``width``) layout, flattened, (E,)."""
+        return self.receiver * width + self.slot
+
     def select(self, keep: torch.Tensor, atom_keep: torch.Tensor | None = None) -> Graph:
         """The edges in ``keep`` (E,) bool; atoms renumbered to those in ``atom_keep`` (N,) bool."""
         index = torch.nonzero(keep).flatten()

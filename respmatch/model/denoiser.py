@@ -118,7 +118,7 @@ class Denoiser(nn.Module):
         width = max(graph.max_neighbors, 1)
         empty = vectors.new_zeros(3, n_atoms * width)
         empty[0] = 2 * self.config.cutoff
-        return empty.index_copy(1, graph.receiver * width + graph.slot, vectors.T).view(3, n_atoms, width)
+        return empty.index_copy(1, graph.dense_index(width), vectors.T).view(3, n_atoms, width)
 
     def invariant_features(self, species, graph: Graph, edges: torch.Tensor) -> torch.Tensor:
         """Rotation-invariant B features of every atom, before standardisation, (N, F).
@@ -144,9 +144,9 @@ class Denoiser(nn.Module):
             invariants = self.contraction(neighbour_sum(radial) / self.config.avg_neighbors)
             powers = self.sender_embedding.weight[0][:, None] ** self.contraction.degrees  # (S, n_invariants)
             return (invariants.view(n_atoms, self.config.n_radial, 1, -1) * powers).reshape(n_atoms, -1)
-        slots = graph.receiver * width + graph.slot
         senders = species.new_zeros(n_atoms * width)
-        senders = senders.index_copy(0, slots, species.index_select(0, graph.sender)).view(n_atoms, width)
+        senders = senders.index_copy(0, graph.dense_index(width), species.index_select(0, graph.sender))
+        senders = senders.view(n_atoms, width)
         if n_elements < n_embedding:
             # The embedding is linear, so A = Σ_z emb[z] ⊗ (sum over senders of element z): with
             # fewer elements than embedding channels that sum is the narrower one, and the
@@ -226,8 +226,7 @@ class Denoiser(nn.Module):
         # Every atom has at least one (maybe empty) slot, so the energy always depends on edges.
         (gradient,) = torch.autograd.grad(energy.sum(), edges, create_graph=create_graph)
         if forces:
-            slots = graph.receiver * edges.shape[2] + graph.slot
-            sender_push = gradient.flatten(1).index_select(1, slots).T
+            sender_push = gradient.flatten(1).index_select(1, graph.dense_index(edges.shape[2])).T
             out["forces"] = gradient.sum(2).T.index_add(0, graph.sender, -sender_push)
         if stress:
             vectors = edges if create_graph else edges.detach()
