@@ -14,7 +14,7 @@ from ase.io import read
 import respmatch
 from respmatch.cli import main
 from respmatch.search.generate import search_compositions, search_preset
-from respmatch.store import RunStore
+from respmatch.store import INFO_KEYS, RunStore
 
 FAST = {"stage0.max_steps": 20, "stage0.fmax": 1e-2}
 
@@ -54,6 +54,7 @@ def test_search_compositions_shares_one_batch_and_reproduces_generate(trained_di
     assert sorted((a.info["composition"], a.info["index"]) for a in results) == [
         ("C4", 0), ("C4", 1), ("C4", 2), ("C6", 0), ("C6", 1)
     ]
+    assert all(set(a.info) >= {"composition", *INFO_KEYS} for a in results)  # as the store keeps them
     respmatch.generate(
         trained_diamond[0], "C4", 3, tmp_path / "c4.db", volume_per_atom=(4.0, 6.0), seed=5,
         batch_size=1, progress=False, options=FAST,

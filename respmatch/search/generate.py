@@ -147,7 +147,8 @@ def start_factory(
 
 
 def result_record(result: Relaxed, index: int, seed: int) -> dict:
-    """What is kept of each relaxed structure besides its atoms (store columns, extxyz info)."""
+    """What is kept of each relaxed structure besides its atoms: the store's ``INFO_KEYS``, as
+    store columns (``generate``) or ``atoms.info`` (``search_compositions``)."""
     return {
         "index": index,
         "seed": seed,
