@@ -36,6 +36,21 @@ def test_perturbed_copy_matches_with_small_rmse_and_same_space_group(crystal, sy
     assert evaluate_crystals([perturbed(crystal, seed=2, rattle=0.02)], reference=[crystal]).records[0]["matched"]
 
 
+def test_symmetry_analysis_raises_no_deprecation_warnings():
+    """spglib's own error-handling DeprecationWarning is silenced at our calls; nothing else is."""
+    import warnings
+
+    from respmatch.evaluate.carbon import symmetry_key
+    from respmatch.evaluate.symmetry import quiet_spglib
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        evaluate_crystals([perturbed(SI, seed=1)], reference=[SI])
+        assert symmetry_key(SI) == (227, 2)
+    with pytest.warns(UserWarning), quiet_spglib():
+        warnings.warn("other warnings still show", UserWarning)
+
+
 def test_supercell_of_the_reference_matches():
     result = evaluate_crystals([perturbed(NACL * (2, 2, 1), seed=2)], reference=[NACL])
     assert result.records[0]["matched"]

@@ -13,7 +13,6 @@ tolerance.
 
 from __future__ import annotations
 
-import warnings
 from collections import defaultdict
 
 import numpy as np
@@ -25,6 +24,7 @@ from pymatgen.io.ase import AseAtomsAdaptor
 
 from respmatch.evaluate.crystals import MATCHER_TOLERANCES
 from respmatch.evaluate.result import Evaluation, share
+from respmatch.evaluate.symmetry import quiet_spglib
 from respmatch.neighbors import neighbor_pairs
 
 BOND_LENGTH = 1.7  # Å, longest C–C distance counted as a bond
@@ -99,8 +99,7 @@ def symmetry_key(atoms: Atoms) -> tuple[int, int]:
     grouping hundreds of structures pairwise would otherwise dominate the evaluation time.
     """
     cell = (atoms.cell.array, atoms.get_scaled_positions(), atoms.numbers)
-    with warnings.catch_warnings():  # spglib 2.5+ warns about its own error-handling switch
-        warnings.simplefilter("ignore", DeprecationWarning)
+    with quiet_spglib():
         dataset = spglib.get_symmetry_dataset(cell, symprec=SYMPREC)
         primitive = spglib.find_primitive(cell, symprec=SYMPREC)
     if dataset is None:

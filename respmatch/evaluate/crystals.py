@@ -32,6 +32,7 @@ from pymatgen.io.ase import AseAtomsAdaptor
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer, SymmetryUndeterminedError
 
 from respmatch.evaluate.result import Evaluation, share
+from respmatch.evaluate.symmetry import quiet_spglib
 
 MATCHER_TOLERANCES = {"stol": 0.5, "ltol": 0.3, "angle_tol": 10}  # CDVAE / DiffCSP / FlowMM
 
@@ -185,8 +186,9 @@ def shortest_distance(crystal: Structure) -> float:
 def space_group(crystal: Structure, symprec: float) -> tuple[str | None, int | None]:
     """International symbol and number from spglib, (None, None) where spglib finds none."""
     try:
-        analyzer = SpacegroupAnalyzer(crystal, symprec=symprec)
-        return analyzer.get_space_group_symbol(), analyzer.get_space_group_number()
+        with quiet_spglib():
+            analyzer = SpacegroupAnalyzer(crystal, symprec=symprec)
+            return analyzer.get_space_group_symbol(), analyzer.get_space_group_number()
     except SymmetryUndeterminedError:
         return None, None
 
