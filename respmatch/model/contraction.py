@@ -85,7 +85,6 @@ class SymmetricContraction(nn.Module):
     def n_invariants(self) -> int:
         return 1 + (self.l_max + 1 if self.nu_max >= 2 else 0) + self.n_triples
 
-
     def forward(self, moments: torch.Tensor) -> torch.Tensor:
         """(N, K, n_monomials) -> (N, K * n_invariants)."""
         n, k, _ = moments.shape
