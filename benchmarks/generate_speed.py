@@ -24,7 +24,7 @@ from ase.optimize import FIRE
 import respmatch
 from respmatch.calculator import ResponseMatchingCalculator
 from respmatch.search import relax as relax_module
-from respmatch.search.generate import search_preset
+from respmatch.search.spec import search_preset
 from respmatch.search.starts import crystal_start, start_rng
 from respmatch.search.verlet import VerletLists
 from respmatch.train import TrainConfig

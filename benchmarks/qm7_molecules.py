@@ -28,7 +28,8 @@ from rdkit.rdBase import BlockLogs
 import respmatch
 from respmatch.evaluate.molecules import evaluate_molecules, judge
 from respmatch.evaluate.plots import plot_group_bars
-from respmatch.search.generate import SEARCH_PRESETS, search_compositions
+from respmatch.search.generate import search_compositions
+from respmatch.search.spec import SEARCH_PRESETS
 from respmatch.search.relax import relax
 from respmatch.cli import _key_values
 from respmatch.train import TrainConfig

@@ -7,8 +7,9 @@ then use it as an ASE calculator (and, for generation, relax random structures o
 from respmatch.calculator import ResponseMatchingCalculator, calculator
 from respmatch.io import StructureError, read_structures
 from respmatch.labels import LabelConfig, draw_labels, export_labels, label_preset
-from respmatch.model import Denoiser, ModelConfig, load_model
-from respmatch.search.generate import generate, search_preset
+from respmatch.model import Denoiser, ModelConfig, load_model, model_checksum
+from respmatch.search.generate import generate
+from respmatch.search.spec import SearchSpec, search_preset
 from respmatch.structures import Structures
 from respmatch.train import TrainConfig, train
 
@@ -28,7 +29,9 @@ __all__ = [
     "generate",
     "label_preset",
     "load_model",
+    "model_checksum",
     "read_structures",
+    "SearchSpec",
     "search_preset",
     "train",
 ]

@@ -11,7 +11,7 @@ import torch
 
 from respmatch.io import StructureError, read_structures
 from respmatch.labels import LabelConfig, export_labels, label_preset, with_pair_repulsion
-from respmatch.search.generate import SEARCH_PRESETS
+from respmatch.search.spec import SEARCH_PRESETS
 from respmatch.structures import Structures
 
 

@@ -16,8 +16,8 @@ from ase.io import write
 
 from respmatch.evaluate.carbon import evaluate_carbon
 from respmatch.evaluate.plots import plot_carbon_map
-from respmatch.model import load_model
-from respmatch.search.generate import search_compositions, search_preset
+from respmatch.search.generate import search_compositions
+from respmatch.search.spec import search_preset
 from respmatch.train import TrainConfig, train
 
 # The paper's single datum is a diamond cell with 1.42 Å bonds (4.41 Å³/atom); the same
@@ -57,7 +57,7 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), progr
     stages = search_preset(settings.preset).stages
     caps = {f"stage{k}.max_steps": settings.max_steps for k in range(len(stages))} if settings.max_steps else {}
     search = search_compositions(
-        load_model(model_path),
+        result,  # the trained model goes straight in
         {f"C{n}": settings.tries_per_size for n in settings.cell_sizes},
         preset=settings.preset,
         volume_per_atom=settings.volume_per_atom,

@@ -1,29 +1,42 @@
 """Results store of a random-structure-search run, kept in an ASE database.
 
-Every structure is written, and committed, the moment it finishes, so a run killed at any moment
-loses only the structures in flight; a resumed run reads back which indices are stored and skips
-them.  The run parameters (model checksum included) live in the database metadata, so a resume
-can refuse to mix structures from a different run into the same file.
+Every structure is written, and committed, the moment it finishes (or with the rest of its
+chunk, on a cluster), so a run killed at any moment loses only the structures in flight; a
+resumed run reads back which indices are stored and skips them.  The run parameters (model
+checksum included) live in the database metadata, so a resume can refuse to mix structures from
+a different run into the same file.
+
+One writer per run, enforced by the database itself: a writer holds the one row of the
+``respmatch_writer`` table (a second writer's insert fails and it is refused), and a unique index
+on the run index makes a second row for a stored index impossible.  The row names the writer's
+host and process, so a writer that was killed leaves a lock that the next writer on that host
+sees to be stale and takes over.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import operator
-from collections.abc import Iterator
+import os
+import socket
+import sqlite3
+import uuid
+import weakref
+from collections.abc import Iterable, Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 
 import ase.db
 import numpy as np
+import psutil
 from ase import Atoms
+from ase.db.sqlite import SQLite3Database
 from ase.io import write as ase_write
 
-# Parameters that may differ between a run and its resumption; n may only grow (extend a run).
-RESUME_MAY_CHANGE = frozenset({"batch_size", "device", "threads", "n"})
+from respmatch.record import RECORD_KEYS, Record
 
-# Per-structure keys copied into ``atoms.info`` on export.
-INFO_KEYS = ("index", "seed", "pseudo_energy_per_atom", "converged", "steps", "stage")
+# Parameters that may differ between a run and its resumption; n may only grow (extend a run).
+RESUME_MAY_CHANGE = frozenset({"batch_size", "device", "threads", "n", "model"})
 
 EXPORT_FORMATS = {".cif": "cif", ".extxyz": "extxyz", ".xyz": "extxyz"}
 
@@ -89,8 +102,80 @@ def _sorted_rows(db) -> Iterator:
     return db.select("index", sort="index")
 
 
+class RunInUseError(FileExistsError):
+    """Another process is writing this run."""
+
+
+_LOCK_TABLE = "CREATE TABLE IF NOT EXISTS respmatch_writer (name TEXT PRIMARY KEY, host TEXT, pid INTEGER, process_started REAL, token TEXT)"
+# ASE keeps integer key-value pairs in number_key_values: at most one row of the run per index.
+_UNIQUE_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS respmatch_one_row_per_index ON number_key_values(value) WHERE key = 'index'"
+
+
+def _process_started(pid: int) -> float | None:
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+def _holder_gone(host: str, pid: int, process_started: float) -> bool:
+    """A lock is stale when its process, on this host, has ended (or its pid now names another
+    process).  A writer on another host cannot be checked from here, so it counts as alive."""
+    if host != socket.gethostname():
+        return False
+    started = _process_started(pid)
+    return started is None or abs(started - process_started) > 1.0
+
+
+def _acquire_writer(filename: str) -> str:
+    """Take the run's writer row, or raise RunInUseError naming its live holder; the lock's token.
+
+    The unique index on the run index is made in the same transaction (ASE made its tables when
+    the store opened the file)."""
+    token = uuid.uuid4().hex
+    me = (socket.gethostname(), os.getpid(), _process_started(os.getpid()), token)
+    con = sqlite3.connect(filename, timeout=60, isolation_level=None)
+    try:
+        con.execute(_LOCK_TABLE)
+        con.execute("BEGIN IMMEDIATE")  # one writer at a time between reading the row and taking it
+        held = con.execute("SELECT host, pid, process_started FROM respmatch_writer").fetchone()
+        if held is not None and not _holder_gone(*held):
+            con.execute("ROLLBACK")
+            host, pid, started = held
+            since = datetime.fromtimestamp(started, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+            raise RunInUseError(
+                f"{filename}: another process is writing this run (pid {pid} on {host}, started "
+                f"{since}); wait for it to end, or if it is gone for good, "
+                f"sqlite3 {filename} 'DELETE FROM respmatch_writer'"
+            )
+        con.execute("DELETE FROM respmatch_writer")
+        con.execute("INSERT INTO respmatch_writer VALUES ('writer', ?, ?, ?, ?)", me)
+        try:
+            con.execute(_UNIQUE_INDEX)
+        except sqlite3.IntegrityError:
+            con.execute("ROLLBACK")
+            raise ValueError(f"{filename}: holds some structure index twice (a damaged run)") from None
+        con.execute("COMMIT")
+    finally:
+        con.close()
+    return token
+
+
+def _release_writer(filename: str, token: str) -> None:
+    con = sqlite3.connect(filename, timeout=60)
+    try:
+        with con:
+            con.execute("DELETE FROM respmatch_writer WHERE token = ?", (token,))
+    finally:
+        con.close()
+
+
 class RunStore:
-    """One run's structures in an ASE database, one committed row per finished structure."""
+    """One run's structures in an ASE database, one row per finished structure.
+
+    Given ``parameters`` it is the run's writer: it holds the writer lock until ``close()`` (or
+    the end of a ``with`` block, or of the process).  Without, it only reads.
+    """
 
     def __init__(
         self, path_or_url: str | Path, parameters: dict | None = None, resume: bool = False
@@ -104,17 +189,33 @@ class RunStore:
                 f"{self.path}: already holds a run of {count} structures; "
                 "use --resume to continue it or choose another --out"
             )
+        self._release = None
         if parameters is None:
             self._parameters = stored
         else:
+            if not isinstance(self.db, SQLite3Database):
+                raise ValueError(f"{self.path}: a run is written to an SQLite file (one writer per run is enforced there)")
             self._parameters = _plain(parameters)
             if stored:
                 _check_resume(self.path, stored, self._parameters)
-            if self._parameters != stored:
+            token = _acquire_writer(self.db.filename)
+            self._release = weakref.finalize(self, _release_writer, self.db.filename, token)
+            if self._parameters != self.db.metadata:
                 self.db.metadata = self._parameters
         self.run_id = _run_id(self._parameters)
         selected = self.db.select("index", columns=["id", "key_value_pairs"], include_data=False)
         self._done = {row.key_value_pairs["index"] for row in selected}
+
+    def close(self) -> None:
+        """Give up the writer lock (a reader has none)."""
+        if self._release is not None:
+            self._release()
+
+    def __enter__(self) -> RunStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     @property
     def metadata(self) -> dict:
@@ -128,37 +229,32 @@ class RunStore:
     def __len__(self) -> int:
         return len(self._done)
 
-    def write(
-        self,
-        atoms: Atoms,
-        *,
-        index: int,
-        seed: int,
-        pseudo_energy_per_atom: float,
-        converged: bool,
-        steps: int,
-        stage: str,
-        extra: dict | None = None,
-    ) -> None:
-        """Store one finished structure as its own committed row; an index is never stored twice."""
-        index = operator.index(index)
-        if index in self._done:
-            raise ValueError(f"{self.path}: structure {index} is already stored")
-        pairs = {
-            "index": index,
-            "seed": operator.index(seed),
-            "pseudo_energy_per_atom": float(pseudo_energy_per_atom),
-            "converged": bool(converged),
-            "steps": operator.index(steps),
-            "stage": str(stage),
-            "run": self.run_id,
-        }
-        for key, value in (extra or {}).items():
-            if key in pairs:
-                raise ValueError(f"extra key {key!r} would overwrite a standard key")
-            pairs[key] = value.item() if isinstance(value, np.generic) else value
-        self.db.write(atoms, key_value_pairs=pairs)
-        self._done.add(index)
+    def write(self, atoms: Atoms, record: Record, extra: dict | None = None) -> bool:
+        """Store one finished structure as its own committed row; False (nothing written) when
+        its index is already stored: a record that arrives twice is written once."""
+        return bool(self.write_many([(atoms, record, extra)]))
+
+    def write_many(self, items: Iterable[tuple[Atoms, Record, dict | None]]) -> list[Record]:
+        """Store (atoms, record, extra) items in one transaction, skipping stored indices; the
+        records written.  A cluster's chunk of results arrives at once and is committed at once."""
+        if self._release is None or not self._release.alive:
+            raise ValueError(f"{self.path}: this store is not the run's writer (open it with the run parameters)")
+        rows = {}
+        for atoms, record, extra in items:
+            if record.index in self._done or record.index in rows:
+                continue
+            pairs = {**record.as_dict(), "run": self.run_id}
+            for key, value in (extra or {}).items():
+                if key in pairs:
+                    raise ValueError(f"extra key {key!r} would overwrite a standard key")
+                pairs[key] = value.item() if isinstance(value, np.generic) else value
+            rows[record.index] = (atoms, record, pairs)
+        if rows:
+            with self.db:  # one connection, one commit
+                for atoms, _, pairs in rows.values():
+                    self.db.write(atoms, key_value_pairs=pairs)
+        self._done.update(rows)
+        return [record for _, record, _ in rows.values()]
 
     def rows(self) -> Iterator[tuple[Atoms, dict]]:
         """Stored (atoms, key-value pairs), sorted by index."""
@@ -167,14 +263,14 @@ class RunStore:
 
 
 def read_run(db_path: str | Path) -> list[Atoms]:
-    """The stored structures sorted by index, each with its INFO_KEYS in ``atoms.info``."""
+    """The stored structures sorted by index, each with its record in ``atoms.info``."""
     name = str(db_path)
     if "://" not in name and not Path(name).is_file():
         raise FileNotFoundError(f"{name}: no such results database")
     structures = []
     for row in _sorted_rows(_connect(name)):
         atoms = row.toatoms()
-        atoms.info.update({key: row.key_value_pairs[key] for key in INFO_KEYS})
+        atoms.info.update({key: row.key_value_pairs[key] for key in RECORD_KEYS})
         structures.append(atoms)
     return structures
 

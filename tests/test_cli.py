@@ -67,7 +67,7 @@ def test_unknown_override_is_rejected(crystal_file, tmp_path):
 def test_override_keys_keep_stage_names_with_dashes():
     """``kick-relax.fmax`` names a stage of the molecule preset; ``min-distance`` a field."""
     from respmatch.cli import _key_values
-    from respmatch.search.generate import search_preset
+    from respmatch.search.spec import search_preset
 
     options = _key_values(["kick-relax.max-steps=7", "min-distance=0.9", "box=(6, 4, 4)"], "--option")
     assert options == {"kick-relax.max_steps": 7, "min_distance": 0.9, "box": (6, 4, 4)}

@@ -13,8 +13,10 @@ from ase.io import read
 
 import respmatch
 from respmatch.cli import main
-from respmatch.search.generate import search_compositions, search_preset
-from respmatch.store import INFO_KEYS, RunStore
+from respmatch.record import RECORD_KEYS
+from respmatch.search.generate import search_compositions
+from respmatch.search.spec import search_preset
+from respmatch.store import RunStore
 
 FAST = {"stage0.max_steps": 20, "stage0.fmax": 1e-2}
 
@@ -54,7 +56,7 @@ def test_search_compositions_shares_one_batch_and_reproduces_generate(trained_di
     assert sorted((a.info["composition"], a.info["index"]) for a in results) == [
         ("C4", 0), ("C4", 1), ("C4", 2), ("C6", 0), ("C6", 1)
     ]
-    assert all(set(a.info) >= {"composition", *INFO_KEYS} for a in results)  # as the store keeps them
+    assert all(set(a.info) >= {"composition", *RECORD_KEYS} for a in results)  # as the store keeps them
     respmatch.generate(
         trained_diamond[0], "C4", 3, tmp_path / "c4.db", volume_per_atom=(4.0, 6.0), seed=5,
         batch_size=1, progress=False, options=FAST,
@@ -213,3 +215,35 @@ def test_volume_range_run_cannot_be_extended(trained_diamond, tmp_path):
     respmatch.generate(trained_diamond[0], "C4", 2, out, **common)
     with pytest.raises(ValueError, match="volume_sweep_size"):
         respmatch.generate(trained_diamond[0], "C4", 3, out, resume=True, **common)
+
+
+def test_search_spec_travels_and_makes_the_same_starts(trained_diamond):
+    """A spec is frozen and picklable; start i depends on (spec, i) only."""
+    import pickle
+
+    from respmatch.search.spec import SearchSpec
+
+    model = trained_diamond[1].model
+    spec = SearchSpec.build(model, "C4", 6, volume_per_atom=(4.0, 6.0), seed=3)
+    copy = pickle.loads(pickle.dumps(spec))
+    assert copy == spec and hash(copy) == hash(spec)
+    for i in (5, 0, 2):
+        np.testing.assert_array_equal(copy.start(i).positions, spec.start(i).positions)
+        assert spec.start(i).get_volume() == pytest.approx((4.0 + 0.4 * i) * 4)
+    assert not np.allclose(spec.start(0).positions, spec.start(1).positions)
+    with pytest.raises(AttributeError):
+        spec.seed = 4
+
+
+def test_generate_takes_the_trained_model_or_its_file(trained_diamond, tmp_path):
+    path, result = trained_diamond
+    assert respmatch.model_checksum(result.model) == respmatch.model_checksum(respmatch.load_model(path))
+    common = dict(volume_per_atom=5.0, seed=1, batch_size=2, progress=False, options=FAST)
+    respmatch.generate(result, "C4", 3, tmp_path / "object.db", **common)
+    respmatch.generate(path, "C4", 3, tmp_path / "file.db", **common)
+    by_object, by_file = stored(tmp_path / "object.db"), stored(tmp_path / "file.db")
+    for i in range(3):
+        np.testing.assert_allclose(by_object[i][0].positions, by_file[i][0].positions, atol=1e-5)
+    metadata = RunStore(tmp_path / "object.db", resume=True).metadata
+    assert metadata["model_sha256"] == RunStore(tmp_path / "file.db", resume=True).metadata["model_sha256"]
+    assert metadata["model"] is None  # in memory: only its checksum names it

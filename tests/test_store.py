@@ -10,6 +10,7 @@ import pytest
 from ase.build import bulk, molecule
 from ase.io import read
 
+from respmatch.record import Record
 from respmatch.store import RESUME_MAY_CHANGE, RunStore, export
 
 PARAMS = {
@@ -32,17 +33,12 @@ def crystal(i):
     return atoms
 
 
+def record(index, converged=True):
+    return Record(index, 1000 + index, -0.5 * index, converged, 10 * index, "relax")
+
+
 def put(store, index, atoms=None, converged=True, **extra):
-    store.write(
-        crystal(index) if atoms is None else atoms,
-        index=index,
-        seed=1000 + index,
-        pseudo_energy_per_atom=-0.5 * index,
-        converged=converged,
-        steps=10 * index,
-        stage="relax",
-        extra=extra or None,
-    )
+    return store.write(crystal(index) if atoms is None else atoms, record(index, converged), extra or None)
 
 
 def test_rows_types_and_metadata_round_trip(tmp_path):
@@ -51,15 +47,18 @@ def test_rows_types_and_metadata_round_trip(tmp_path):
     for i in (5, 0, 2):  # written out of order, numpy types as a batched run produces them
         store.write(
             crystal(i),
-            index=np.int64(i),
-            seed=np.int64(1000 + i),
-            pseudo_energy_per_atom=np.float32(-0.5 * i),
-            converged=np.bool_(i != 2),
-            steps=np.int32(10 * i),
-            stage="relax",
+            Record(
+                index=np.int64(i),
+                seed=np.int64(1000 + i),
+                pseudo_energy_per_atom=np.float32(-0.5 * i),
+                converged=np.bool_(i != 2),
+                steps=np.int32(10 * i),
+                stage="relax",
+            ),
             extra={"max_force": np.float64(0.01 * i)},
         )
     assert len(store) == 3
+    store.close()  # one writer at a time
 
     again = RunStore(path, PARAMS, resume=True)
     assert again.done_indices() == {0, 2, 5}
@@ -127,10 +126,11 @@ def test_resume_with_a_different_run_is_refused(tmp_path, key, value):
 
 
 def test_resume_may_change_batch_size_device_and_grow_n(tmp_path):
-    assert RESUME_MAY_CHANGE == {"batch_size", "device", "threads", "n"}
+    assert RESUME_MAY_CHANGE == {"batch_size", "device", "threads", "n", "model"}
     path = tmp_path / "RUN.db"
     first = RunStore(path, PARAMS)
     put(first, 0)
+    first.close()
     grown = dict(PARAMS, batch_size=64, device="cuda", threads=2, n=25)
     store = RunStore(path, grown, resume=True)
     assert store.run_id == first.run_id
@@ -142,15 +142,42 @@ def test_resume_may_change_batch_size_device_and_grow_n(tmp_path):
         RunStore(path, dict(grown, n=5), resume=True)
 
 
-def test_duplicate_index_is_refused(tmp_path):
+def test_a_record_that_arrives_twice_is_written_once(tmp_path):
     path = tmp_path / "RUN.db"
     store = RunStore(path, PARAMS)
-    put(store, 3)
-    with pytest.raises(ValueError, match="structure 3 is already stored"):
-        put(store, 3)
-    with pytest.raises(ValueError, match="structure 3 is already stored"):
-        put(RunStore(path, PARAMS, resume=True), 3)
+    assert put(store, 3)
+    assert not put(store, 3)
+    items = [(crystal(i), record(i), None) for i in (4, 3, 4, 5)]
+    assert [r.index for r in store.write_many(items)] == [4, 5]
+    store.close()
+    assert not put(RunStore(path, PARAMS, resume=True), 3)
+    assert ase.db.connect(str(path)).count() == 3
+
+
+def test_the_database_refuses_a_second_row_for_an_index(tmp_path):
+    """Even a writer that bypasses the store cannot add a row for a stored index."""
+    path = tmp_path / "RUN.db"
+    with RunStore(path, PARAMS) as store:
+        put(store, 1)
+    with pytest.raises(sqlite3.IntegrityError):
+        ase.db.connect(str(path)).write(crystal(1), key_value_pairs={"index": 1})
     assert ase.db.connect(str(path)).count() == 1
+
+
+def test_one_writer_per_run(tmp_path):
+    path = tmp_path / "RUN.db"
+    writer = RunStore(path, PARAMS)
+    with pytest.raises(FileExistsError, match=r"another process is writing this run \(pid \d+ on "):
+        RunStore(path, PARAMS, resume=True)
+    reader = RunStore(path, resume=True)  # reading is always allowed, writing is not
+    with pytest.raises(ValueError, match="not the run's writer"):
+        put(reader, 0)
+    writer.close()
+    with pytest.raises(ValueError, match="not the run's writer"):
+        put(writer, 0)
+    with RunStore(path, PARAMS, resume=True) as store:
+        assert put(store, 0)
+    assert put(RunStore(path, PARAMS, resume=True), 1)  # the lock went with the store
 
 
 def test_export_extxyz(tmp_path):
@@ -227,12 +254,12 @@ def test_urls_pass_through_and_plain_paths_are_sqlite(tmp_path, monkeypatch):
 def test_killed_writer_loses_nothing_committed(tmp_path):
     path = tmp_path / "RUN.db"
     script = f"""
+from respmatch.record import Record
 from respmatch.store import RunStore
 from ase.build import bulk
 store = RunStore({str(path)!r}, {PARAMS!r})
 for i in range(100000):
-    store.write(bulk("C", "diamond"), index=i, seed=i, pseudo_energy_per_atom=-1.0,
-                converged=True, steps=i, stage="relax")
+    store.write(bulk("C", "diamond"), Record(i, i, -1.0, True, i, "relax"))
     if i == 2:
         print("3 written", flush=True)
 """
@@ -245,13 +272,14 @@ for i in range(100000):
         proc.stdout.close()
 
     assert sqlite3.connect(path).execute("PRAGMA integrity_check").fetchone() == ("ok",)
-    store = RunStore(path, PARAMS, resume=True)
+    store = RunStore(path, PARAMS, resume=True)  # the killed writer's lock is stale: taken over
     done = store.done_indices()
     assert done >= {0, 1, 2}
     assert done == set(range(len(done)))  # committed in order, nothing half-written
     for atoms, kv in store.rows():
         assert len(atoms) == 2 and kv["steps"] == kv["index"]
     put(store, len(done))  # the resumed run carries on
+    store.close()
     assert len(RunStore(path, PARAMS, resume=True)) == len(done) + 1
 
 

@@ -24,6 +24,7 @@ from pymatgen.io.ase import AseAtomsAdaptor
 
 from respmatch.evaluate.crystals import MATCHER_TOLERANCES
 from respmatch.evaluate.result import Evaluation, share
+from respmatch.record import judged_fields
 from respmatch.evaluate.symmetry import quiet_spglib
 from respmatch.neighbors import neighbor_pairs
 
@@ -155,11 +156,9 @@ def evaluate_carbon(structures: list[Atoms], reference: list[Atoms] | None = Non
         symmetry_keys.append(key)
         records.append(
             {
-                "index": atoms.info.get("index", k),
+                **judged_fields(atoms, k),
                 "n_atoms": len(atoms),
                 "volume_per_atom": atoms.get_volume() / len(atoms),
-                "pseudo_energy_per_atom": atoms.info.get("pseudo_energy_per_atom"),
-                "converged": bool(atoms.info.get("converged", True)),
                 "coordination": coordination,
                 "spacegroup": key[0],
                 "allotrope": identify_allotrope(atoms, coordination),

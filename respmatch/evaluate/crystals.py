@@ -32,6 +32,7 @@ from pymatgen.io.ase import AseAtomsAdaptor
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer, SymmetryUndeterminedError
 
 from respmatch.evaluate.result import Evaluation, share
+from respmatch.record import judged_fields
 from respmatch.evaluate.symmetry import quiet_spglib
 
 MATCHER_TOLERANCES = {"stol": 0.5, "ltol": 0.3, "angle_tol": 10}  # CDVAE / DiffCSP / FlowMM
@@ -59,18 +60,14 @@ def evaluate_crystals(
         distance = shortest_distance(crystal)
         valid = distance > min_distance
         symbol, number = space_group(crystal, symprec) if valid else (None, None)
-        energy = atoms.info.get("pseudo_energy_per_atom")
-        converged = atoms.info.get("converged")
         record = {
-            "index": int(atoms.info.get("index", k)),
+            **judged_fields(atoms, k),
             "composition": str(atoms.info.get("composition", atoms.get_chemical_formula())),
             "formula": formula,
             "valid": valid,
             "min_distance": distance,
             "spacegroup": symbol,
             "spacegroup_number": number,
-            "converged": None if converged is None else bool(converged),
-            "pseudo_energy_per_atom": None if energy is None else float(energy),
         }
         if references is not None:  # matched: None where the formula has no reference
             candidates = references.get(formula)
@@ -131,12 +128,11 @@ def formula_metrics(
 
 def summary(records: list[dict], groups: dict, *, novelty: bool, judged: bool) -> dict:
     n_valid = sum(r["valid"] for r in records)
-    reported = [r["converged"] for r in records if r["converged"] is not None]
     result = {
         "n": len(records),
         "compositions": len(groups),
         "valid": share(n_valid, len(records)),
-        "converged": share(sum(reported), len(reported)),  # of the structures that report it
+        "converged": share(sum(r["converged"] for r in records), len(records)),
         "unique": share(sum(g["distinct"] for g in groups.values()), n_valid),
     }
     if novelty:

@@ -15,7 +15,7 @@ SMILES of their constitution (hydrogens implicit, no stereochemistry): uniquenes
 distinct SMILES among strictly valid structures, novelty the share of those distinct SMILES that
 no training molecule (perceived the same way) has.  Every metric is given over all tries and,
 with the suffix ``_converged``, over converged structures only, which is what the paper kept
-(a structure without a ``converged`` flag in its ``info`` counts as converged).
+(a structure without a ``converged`` flag counts as converged: ``respmatch.record.judged_fields``).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from rdkit.Chem import rdDetermineBonds
 from rdkit.rdBase import BlockLogs
 
 from respmatch.evaluate.result import Evaluation, share
+from respmatch.record import judged_fields
 
 
 def perceive(atoms: Atoms) -> Chem.Mol | None:
@@ -74,13 +75,10 @@ def evaluate_molecules(structures: list[Atoms], training: list[Atoms] | None = N
     records = []
     for position, atoms in enumerate(structures):
         verdict = judge(atoms)
-        energy = atoms.info.get("pseudo_energy_per_atom")
         records.append(
             {
-                "index": int(atoms.info.get("index", position)),
+                **judged_fields(atoms, position),
                 "composition": atoms.get_chemical_formula(),
-                "converged": bool(atoms.info.get("converged", True)),
-                "pseudo_energy_per_atom": None if energy is None else float(energy),
                 **verdict,
                 "novel": None if known is None else verdict["strict"] and verdict["smiles"] not in known,
             }

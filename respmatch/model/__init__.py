@@ -1,6 +1,6 @@
 """The denoiser potential and its checkpoint format."""
 
-from respmatch.model.checkpoint import load_checkpoint, load_model, save_model
+from respmatch.model.checkpoint import as_model, load_checkpoint, load_model, model_checksum, save_model
 from respmatch.model.denoiser import Denoiser, ModelConfig
 
-__all__ = ["Denoiser", "ModelConfig", "load_checkpoint", "load_model", "save_model"]
+__all__ = ["Denoiser", "ModelConfig", "as_model", "load_checkpoint", "load_model", "model_checksum", "save_model"]

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 import os
 from pathlib import Path
 
@@ -23,9 +25,9 @@ def atomic_save(obj, path) -> None:
     os.replace(temporary, path)
 
 
-def save_model(path, model: Denoiser, *, label_config: dict | None = None, training: dict | None = None):
-    """The checkpoint: weights, full configuration, elements and per-element volumes."""
-    checkpoint = {
+def checkpoint_of(model: Denoiser, *, label_config: dict | None = None, training: dict | None = None) -> dict:
+    """The checkpoint dict: weights, full configuration, elements and per-element volumes."""
+    return {
         "format": FORMAT,
         "version": VERSION,
         "model_config": model.config.to_dict(),
@@ -37,7 +39,10 @@ def save_model(path, model: Denoiser, *, label_config: dict | None = None, train
         "state_dict": {k: v.detach().cpu().float() for k, v in model.state_dict().items()},
         "training": training or {},
     }
-    atomic_save(checkpoint, path)
+
+
+def save_model(path, model: Denoiser, *, label_config: dict | None = None, training: dict | None = None):
+    atomic_save(checkpoint_of(model, label_config=label_config, training=training), path)
 
 
 def load_checkpoint(path) -> dict:
@@ -53,15 +58,50 @@ def load_checkpoint(path) -> dict:
     return checkpoint
 
 
-def load_model(path, device="cpu", dtype=torch.float32) -> Denoiser:
-    """The trained denoiser, in eval mode; ``model.checkpoint`` keeps the rest of the file."""
-    checkpoint = load_checkpoint(path)
+def model_from_checkpoint(checkpoint: dict, device="cpu", dtype=torch.float32) -> Denoiser:
     model = Denoiser(ModelConfig.from_dict(checkpoint["model_config"]))
     model.load_state_dict(checkpoint["state_dict"])
-    model.checkpoint = {k: v for k, v in checkpoint.items() if k != "state_dict"}
-    model.checkpoint["sha256"] = file_checksum(path)
     return model.to(device=device, dtype=dtype).eval()
 
 
-def file_checksum(path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+def load_model(path, device="cpu", dtype=torch.float32) -> Denoiser:
+    """The trained denoiser, in eval mode; ``model.checkpoint`` keeps the rest of the file."""
+    checkpoint = load_checkpoint(path)
+    model = model_from_checkpoint(checkpoint, device, dtype)
+    model.checkpoint = {k: v for k, v in checkpoint.items() if k != "state_dict"}
+    return model
+
+
+def as_model(source, device="cpu", dtype=torch.float32) -> Denoiser:
+    """A model from a checkpoint path, a ``Denoiser``, or what ``respmatch.train()`` returns."""
+    if isinstance(source, (str, os.PathLike)):
+        return load_model(source, device, dtype)
+    model = getattr(source, "model", source)  # a TrainResult carries its model
+    if not isinstance(model, Denoiser):
+        raise TypeError(f"expected a model, a TrainResult or a checkpoint path, got {type(source).__name__}")
+    return model
+
+
+def model_checksum(model: Denoiser) -> str:
+    """sha256 of what the model computes (configuration and weights as a checkpoint stores them).
+
+    The same for a model in memory, its checkpoint file and that file loaded in another process,
+    in any dtype, so a run records one checksum however its model was given or shipped.
+    """
+    digest = hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().float().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def model_to_bytes(model: Denoiser) -> bytes:
+    """The model as checkpoint bytes, to ship to another process (a Dask worker)."""
+    buffer = io.BytesIO()
+    torch.save(checkpoint_of(model), buffer)
+    return buffer.getvalue()
+
+
+def model_from_bytes(data: bytes, device="cpu", dtype=torch.float32) -> Denoiser:
+    checkpoint = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    return model_from_checkpoint(checkpoint, device, dtype)
