@@ -526,3 +526,107 @@ def test_one_element_readout_equals_the_general_readout():
     conditioned = (model.receiver_embedding(species)[:, :, None] * features[:, None, :]).flatten(1)
     expected = model.readout(conditioned).squeeze(1) + model.element_energy(species).squeeze(1)
     close(model.atomic_energies(structures, graph, edges).detach(), expected.detach())
+
+
+# --- 8. message passing (an option; the local model above stays the default) --------------------
+
+
+@pytest.fixture(scope="module")
+def passing_model():
+    return make_model(cutoff=3.0, message_passing=2, seed=6)
+
+
+def methanol():
+    return rattled(molecule("CH3OH"), seed=8)
+
+
+def formaldehyde():
+    return rattled(molecule("H2CO"), seed=8)
+
+
+@pytest.mark.parametrize("make_atoms", [methanol, triclinic_crystal])
+def test_message_passing_is_invariant(passing_model, make_atoms):
+    atoms = make_atoms()
+    q = random_rotation(9, proper=False)
+    permutation = np.random.default_rng(4).permutation(len(atoms))
+    moved = atoms[permutation]
+    moved.positions = moved.positions @ q + np.array([0.4, -1.3, 2.2])
+    if atoms.pbc.all():
+        moved.cell = atoms.cell.array @ q
+    reference, out = evaluate(passing_model, [atoms]), evaluate(passing_model, [moved])
+    assert np.abs(reference["forces"]).max() > 1e-2
+    close(out["energy"], reference["energy"])
+    close(out["atomic_energies"], reference["atomic_energies"][permutation])
+    close(out["forces"], reference["forces"][permutation] @ q)
+    if atoms.pbc.all():
+        close(out["stress"][0], q.T @ reference["stress"][0] @ q)
+
+
+def test_message_passing_forces_and_stress_match_finite_differences(passing_model):
+    for atoms in (formaldehyde(), triclinic_crystal()):
+        atoms.calc = ResponseMatchingCalculator(passing_model)
+        fd_tolerance(atoms.get_forces(), calculate_numerical_forces(atoms, eps=1e-4))
+    stress = atoms.get_stress(voigt=False)
+    assert np.abs(stress).max() > 1e-3
+    fd_tolerance(stress, calculate_numerical_stress(atoms, eps=1e-5, voigt=False))
+
+
+def test_message_passing_reaches_beyond_the_cutoff(passing_model):
+    """A chain C-C-C-O, 2 Å apart, cutoff 3 Å: the first atom sees the second only, yet with two
+    layers its energy depends on the fourth; a part of the molecule that no edge links to it
+    still adds nothing."""
+    local = make_model(cutoff=3.0, seed=6)
+
+    def first_atom_energy(model, last):
+        chain = Atoms("CCCO", positions=[[0, 0, 0], [2, 0, 0], [4, 0, 0], [last, 0.3, 0]])
+        return evaluate(model, [chain])["atomic_energies"][0]
+
+    assert abs(first_atom_energy(passing_model, 6.0) - first_atom_energy(passing_model, 5.9)) > 1e-6
+    assert first_atom_energy(local, 6.0) == first_atom_energy(local, 5.9)
+    pair = Atoms("CC", positions=[[0, 0, 0], [2, 0, 0]])
+    far = Atoms("CO", positions=[[5.1, 0, 0], [7.0, 0, 0]])
+    close(evaluate(passing_model, [pair + far])["atomic_energies"][:2], evaluate(passing_model, [pair])["atomic_energies"])
+
+
+def test_message_passing_on_verlet_lists_is_exact(passing_model):
+    """The relaxer's lists (pairs within cutoff + skin, cut at each step) give the model's
+    energies and forces exactly, as a fresh neighbour list does."""
+    from respmatch.search.verlet import VerletLists
+
+    structures = Structures.from_atoms([methanol(), triclinic_crystal()], dtype=torch.float64)
+    lists = VerletLists(passing_model.config.cutoff, skin=0.5)
+    for step in range(3):
+        fresh = passing_model(structures, stress=True)
+        listed = passing_model(structures, lists.graph(structures), stress=True)
+        for key in ("energy", "forces", "stress"):
+            close(listed[key].detach().numpy(), fresh[key].detach().numpy(), rtol=1e-12)
+        positions = structures.positions + 0.05 * torch.randn(structures.positions.shape, dtype=torch.float64)
+        structures = Structures(positions, structures.numbers, structures.cell, structures.periodic, structures.n_atoms)
+
+
+def test_message_passing_checkpoint_round_trip(passing_model, tmp_path):
+    path = tmp_path / "passing.pt"
+    save_model(path, passing_model)
+    assert torch.load(path, weights_only=True)["model_config"]["message_passing"] == 2
+    loaded = load_model(path, dtype=torch.float64)
+    assert loaded.config == passing_model.config
+    batch = [methanol(), triclinic_crystal()]
+    reference, out = evaluate(passing_model, batch, stress=True), evaluate(loaded, batch, stress=True)
+    for key in ("energy", "forces", "stress"):
+        close(out[key], reference[key], rtol=1e-12)
+
+
+def test_message_passing_standardises_every_layer():
+    model = make_model(cutoff=3.0, message_passing=1, seed=2)
+    structures = Structures.from_atoms([methanol(), ethanol()], dtype=torch.float64)
+    model.standardize_features(structures)
+    graph = build_graph(structures, 3.0)
+    edges = model.edge_layout(graph, graph.vectors(structures), len(structures.numbers))
+    with torch.no_grad():
+        features = model.invariant_features(model.species(structures.numbers), graph, edges)
+    assert features.shape[1] == sum(model.layer_widths) and len(model.layer_widths) == 2
+    close(features.mean(0).numpy(), model.feature_mean.numpy())
+    used = model.feature_scale > 1e-6  # features that are not constant zero here
+    assert used[model.layer_widths[0] :].sum() > 10  # the interaction layer's too
+    rms = features.pow(2).mean(0).sqrt() / model.feature_scale
+    close(rms[used].numpy(), np.ones(int(used.sum())))

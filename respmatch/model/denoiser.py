@@ -1,4 +1,4 @@
-"""The denoiser: a strictly local atomic-cluster-expansion potential (no message passing).
+"""The denoiser: an atomic-cluster-expansion potential, strictly local by default.
 
 Per edge: radial basis (mixed to ``n_radial`` channels) × sender element embedding × Cartesian
 monomials of the edge direction.  Summed over each atom's neighbours this gives the atomic
@@ -6,6 +6,13 @@ moments A (channels × monomials); their invariant contractions B feed an MLP wh
 is conditioned on the receiving atom's element embedding.  Energy is the sum of atomic energies;
 forces and stress come from autograd, so the potential is conservative and every invariance
 (rotation, translation, permutation, periodic images) holds by construction.
+
+With ``message_passing = L > 0`` (off in the paper's model) L interaction layers follow, in the
+manner of MACE: each atom's invariant features of the previous layer, with its element, are mixed
+linearly into ``n_radial`` scalar channels h; these take the place of the sender embedding in a
+second set of moments, Σ_j R_k(r_ij)·h_j[k]·Y_m(r̂_ij), contracted as before.  An atom's energy
+then depends on its neighbours' environments (reach (L + 1) × cutoff), and the triple
+contractions of h raise the body order.
 """
 
 from __future__ import annotations
@@ -64,6 +71,7 @@ class ModelConfig(PlainDict):
     nu_max: int = 3
     hidden: tuple[int, ...] = (24, 12)
     avg_neighbors: float = 1.0  # moments are divided by this, so features start O(1)
+    message_passing: int = 0  # interaction layers after the local one; 0 is the paper's model
 
 
 class Denoiser(nn.Module):
@@ -85,7 +93,20 @@ class Denoiser(nn.Module):
         self.receiver_embedding = nn.Embedding(n_elements, config.n_embedding)
         self.angular = CartesianAngularBasis(config.l_max)
         self.contraction = SymmetricContraction(config.l_max, config.nu_max)
-        n_features = config.n_radial * config.n_embedding * self.contraction.n_invariants
+        if config.message_passing < 0:
+            raise ValueError(f"message_passing must be 0 or more layers (got {config.message_passing})")
+        n_local = config.n_radial * config.n_embedding * self.contraction.n_invariants
+        n_message = config.n_radial * self.contraction.n_invariants  # features of each interaction layer
+        self.layer_widths = (n_local,) + (n_message,) * config.message_passing
+        # Per interaction layer: node features h from the previous layer's (element ⊗ features),
+        # and the radial channels they are carried along.
+        self.message_in = nn.ModuleList(
+            nn.Linear(width * config.n_embedding, config.n_radial) for width in self.layer_widths[:-1]
+        )
+        self.message_radial = nn.ModuleList(
+            nn.Linear(config.n_bessel, config.n_radial, bias=False) for _ in self.layer_widths[1:]
+        )
+        n_features = sum(self.layer_widths)
         # Invariants of different body order differ by orders of magnitude: standardise them
         # with statistics of the training data (set by ``standardize_features``).
         self.register_buffer("feature_mean", torch.zeros(n_features))
@@ -121,17 +142,47 @@ class Denoiser(nn.Module):
         return empty.index_copy(1, graph.dense_index(width), vectors.T).view(3, n_atoms, width)
 
     def invariant_features(self, species, graph: Graph, edges: torch.Tensor) -> torch.Tensor:
-        """Rotation-invariant B features of every atom, before standardisation, (N, F).
+        """Rotation-invariant features of every atom, before standardisation, (N, F).
 
-        ``edges`` as laid out by ``edge_layout``.
+        ``edges`` as laid out by ``edge_layout``.  The local B features, then those of each
+        interaction layer.
         """
+        return torch.cat(self.layer_features(species, graph, edges), 1)
+
+    def layer_features(self, species, graph: Graph, edges: torch.Tensor) -> list[torch.Tensor]:
+        """The raw invariants of each layer: local first, then one block per interaction layer."""
         _, n_atoms, width = edges.shape
         # Not norm(dim=0): that reduction over the outer axis ran 50× slower.
         distance = edges.square().sum(0).sqrt()
-        # The bias-free mixing layer applied to the basis-first layout: (R, 6) @ (6, N·W).
-        bessel = self.radial(distance).view(self.config.n_bessel, -1)
-        radial = (self.radial_mix.weight @ bessel).view(-1, n_atoms, width)
+        bessel = self.radial(distance).view(self.config.n_bessel, -1)  # basis first: (6, N·W)
         angular = self.angular(edges / distance.clamp(min=1e-9))  # (M, N, W)
+        layers = [self._local_invariants(species, graph, bessel, angular)]
+        if not self.config.message_passing:
+            return layers
+        receiver = self.receiver_embedding(species)
+        slots = graph.dense_index(width)
+        offset = 0
+        for message_in, message_radial in zip(self.message_in, self.message_radial):
+            previous = layers[-1]
+            scale = self.feature_scale[offset : offset + previous.shape[1]]
+            standard = (previous - self.feature_mean[offset : offset + previous.shape[1]]) / scale
+            offset += previous.shape[1]
+            nodes = message_in((receiver[:, :, None] * standard[:, None, :]).flatten(1))  # (N, R)
+            # The senders' node features in the dense layout, channels first: (R, N, W).
+            # Empty slots hold zeros (their radial basis is zero too).
+            senders = nodes.new_zeros(nodes.shape[1], n_atoms * width)
+            senders = senders.index_copy(1, slots, nodes.index_select(0, graph.sender).T)
+            senders = senders.view(-1, n_atoms, width)
+            radial = (message_radial.weight @ bessel).view(-1, n_atoms, width)
+            moments = NeighbourSum.apply(radial * senders, angular)  # (N, R, M)
+            layers.append(self.contraction(moments / self.config.avg_neighbors))
+        return layers
+
+    def _local_invariants(self, species, graph: Graph, bessel, angular) -> torch.Tensor:
+        """The strictly local B features (N, R·S·n_invariants) from the per-edge bases."""
+        _, n_atoms, width = angular.shape
+        # The bias-free mixing layer applied to the basis-first layout: (R, 6) @ (6, N·W).
+        radial = (self.radial_mix.weight @ bessel).view(-1, n_atoms, width)
 
         def neighbour_sum(weights):
             return NeighbourSum.apply(weights, angular)
@@ -165,7 +216,7 @@ class Denoiser(nn.Module):
         """Atomic pseudo-energies (N,) from the edge vectors laid out by ``edge_layout``."""
         species = self.species(structures.numbers)
         features = self.invariant_features(species, graph, edges)
-        if len(self.config.elements) == 1:
+        if len(self.config.elements) == 1 and not self.config.message_passing:
             hidden = self._one_element_first_layer(features)
         else:
             features = (features - self.feature_mean) / self.feature_scale
@@ -189,11 +240,16 @@ class Denoiser(nn.Module):
         """Set feature mean and scale from ``structures`` (e.g. a sample of labelled copies)."""
         graph = build_graph(structures, self.config.cutoff)
         edges = self.edge_layout(graph, graph.vectors(structures), len(structures.numbers))
-        features = self.invariant_features(self.species(structures.numbers), graph, edges)
-        self.feature_mean.copy_(features.mean(0))
-        # Root mean square, not std: a nearly constant feature must not be blown up (nor its
-        # gradient, which would make early forces explode).
-        self.feature_scale.copy_(features.pow(2).mean(0).sqrt().clamp(min=1e-6))
+        species = self.species(structures.numbers)
+        # Layer by layer: an interaction layer's input is the previous layer standardised.
+        offset = 0
+        for layer, width in enumerate(self.layer_widths):
+            features = self.layer_features(species, graph, edges)[layer]
+            self.feature_mean[offset : offset + width] = features.mean(0)
+            # Root mean square, not std: a nearly constant feature must not be blown up (nor its
+            # gradient, which would make early forces explode).
+            self.feature_scale[offset : offset + width] = features.pow(2).mean(0).sqrt().clamp(min=1e-6)
+            offset += width
 
     def forward(
         self,
