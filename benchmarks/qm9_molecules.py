@@ -185,8 +185,8 @@ def main() -> None:
     rows = {**{name: {k: v / 100 for k, v in m.items()} for name, m in PUBLISHED.items()},
             "respmatch (this run)": edm, "QM9 held-out molecules (check)": reference}
     for name, m in rows.items():
-        print(f"{name:32} {percent(m['atom_stable']):>12} {percent(m['molecule_stable']):>11} "
-              f"{percent(m['rdkit_valid']):>12} {percent(m['valid_unique']):>13}")
+        print(f"{name:32} {m['atom_stable']:>12.1%} {m['molecule_stable']:>11.1%} "
+              f"{m['rdkit_valid']:>12.1%} {m['valid_unique']:>13.1%}")
     print()
     print(
         f"ours: {percent(s['strict_valid'])} strictly valid ({percent(s['lenient_valid'])} lenient) of {s['n']} tries; "

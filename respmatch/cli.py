@@ -119,12 +119,23 @@ def cmd_generate(args) -> None:
         resume=args.resume,
         progress=not args.quiet,
         options=_key_values(args.option, "--option"),
+        valid_only=args.valid_only,
+        max_kicks=args.max_kicks,
+        max_tries=args.max_tries,
     )
     print(
         f"{summary['stored']} structures in {summary['out']} "
         f"({summary['relaxed']} relaxed now in {summary['seconds']:.1f} s, "
         f"{summary['converged_share']:.0%} converged)"
     )
+    if "tries" in summary:
+        print(
+            f"valid only: {summary['tries']} tries and {summary['kicks']} kicks "
+            f"({summary['tries_per_molecule']:.2f} and {summary['kicks_per_molecule']:.2f} per stored molecule), "
+            f"{summary['valid_unique']} distinct molecules, {summary['valid_unique_per_second']:.3f} per second"
+        )
+    if summary["stored"] < args.n:
+        raise SystemExit(f"{args.out}: only {summary['stored']} of {args.n} valid molecules within the tries allowed")
 
 
 def cmd_export(args) -> None:
@@ -217,6 +228,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--option", action="append", default=[], metavar="KEY=VALUE",
         help="override a search setting, e.g. min_distance=0.8 or kick-relax.fmax=1e-4",
     )
+    generate.add_argument(
+        "--valid-only", action="store_true",
+        help="molecules: store only strictly valid ones (RDKit judge), n of them; kick invalid tries",
+    )
+    generate.add_argument("--max-kicks", type=int, default=3, help="with --valid-only: kicks per try before a fresh start")
+    generate.add_argument("--max-tries", type=int, help="with --valid-only: fresh starts at most (default 100 n)")
     generate.add_argument("--resume", action="store_true", help="continue an interrupted run")
     generate.add_argument("--threads", type=int, help="torch CPU threads")
     generate.add_argument("--quiet", action="store_true", help="no progress bar")

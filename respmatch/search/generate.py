@@ -19,8 +19,9 @@ from tqdm.auto import tqdm
 from respmatch.cluster import ShippedModel, chunked, run_chunks
 from respmatch.model import Denoiser, as_model
 from respmatch.record import Record
-from respmatch.search.relax import BatchRelaxer
+from respmatch.search.relax import BatchRelaxer, Relaxed
 from respmatch.search.spec import SearchSpec
+from respmatch.search.valid import ValidSearchCounts, valid_molecules
 from respmatch.store import RunStore
 
 # (caller's key, spec, index): structure ``index`` of ``spec``, handed back under ``key``.
@@ -34,6 +35,17 @@ def check_batch_size(batch_size: int) -> None:
         raise ValueError(f"batch size must be positive, got {batch_size}")
 
 
+def record_of(result: Relaxed, spec: SearchSpec, index: int) -> Record:
+    return Record(
+        index=index,
+        seed=spec.seed,
+        pseudo_energy_per_atom=result.energy / len(result.atoms),
+        converged=result.converged,
+        steps=result.steps,
+        stage=result.stage,
+    )
+
+
 def relax_items(relaxer: BatchRelaxer, items: Iterable[Item]) -> Iterator[tuple[object, Atoms, Record]]:
     """Relax the items through one batch; yield (key, relaxed atoms, record) as each finishes."""
     pending: dict[object, tuple[SearchSpec, int]] = {}
@@ -45,15 +57,7 @@ def relax_items(relaxer: BatchRelaxer, items: Iterable[Item]) -> Iterator[tuple[
 
     for result in relaxer.run(jobs()):
         spec, index = pending.pop(result.key)
-        record = Record(
-            index=index,
-            seed=spec.seed,
-            pseudo_energy_per_atom=result.energy / len(result.atoms),
-            converged=result.converged,
-            steps=result.steps,
-            stage=result.stage,
-        )
-        yield result.key, result.atoms, record
+        yield result.key, result.atoms, record_of(result, spec, index)
 
 
 def relax_chunk(items: list[Item], model: ShippedModel, batch_size: int, device: str, dtype) -> list:
@@ -102,17 +106,28 @@ def generate(
     options: dict | None = None,
     client=None,
     chunk_size: int | None = None,
+    valid_only: bool = False,
+    max_kicks: int = 3,
+    max_tries: int | None = None,
 ) -> dict:
     """Relax ``n`` random structures of ``composition`` on the model and store them in ``out``.
 
     ``model``: a checkpoint path, a model, or what ``respmatch.train()`` returns.  ``client``: a
     ``distributed.Client`` to relax chunks of ``chunk_size`` structures (default four batches)
     on its workers; the store is written here, by this process only.
+
+    ``valid_only`` (molecules, here only): store only strictly valid molecules, ``n`` of them;
+    an invalid try is kicked and relaxed again up to ``max_kicks`` times, then replaced by a
+    fresh start (respmatch.search.valid), at most ``max_tries`` fresh starts (default 100 n).
     """
     model_path = str(model) if isinstance(model, (str, Path)) else None
     model = as_model(model, device, dtype)
     spec = SearchSpec.build(model, composition, n, preset, volume_per_atom, seed, options)
     check_batch_size(batch_size)
+    if valid_only and spec.settings.start != "molecule":
+        raise ValueError(f"valid-only generation judges molecules; preset {spec.preset!r} makes crystals")
+    if valid_only and client is not None:
+        raise ValueError("valid-only generation runs in one process, not on a cluster")
     parameters = {
         **spec.parameters(),
         "model": model_path,
@@ -120,16 +135,41 @@ def generate(
         "batch_size": batch_size,
         "device": device,
     }
+    if valid_only:  # only then: runs stored before the option existed still resume
+        parameters["valid_only"] = {"max_kicks": max_kicks}
     with RunStore(out, parameters, resume=resume) as store:
         done = store.done_indices()
-        todo = [(i, spec, i) for i in range(n) if i not in done]
-        bar = tqdm(total=n, initial=n - len(todo), desc="generate", unit="structure", disable=not progress)
-        started, finished, converged = time.perf_counter(), 0, 0
-        groups = relaxed(
-            model, todo, batch_size=batch_size, device=device, dtype=dtype, client=client, chunk_size=chunk_size
-        )
+        todo = n - len(done)
+        bar = tqdm(total=n, initial=n - todo, desc="generate", unit="structure", disable=not progress)
+        started, finished, converged, distinct = time.perf_counter(), 0, 0, set()
+        if valid_only:
+            counts = ValidSearchCounts()
+            found = valid_molecules(
+                BatchRelaxer(model, batch_size=batch_size, device=device, dtype=dtype),
+                spec,
+                todo,
+                max_kicks=max_kicks,
+                # A resumed run goes on with new tries; those after the last stored run again.
+                first_index=max(done, default=-1) + 1,
+                max_tries=100 * n if max_tries is None else max_tries,
+                counts=counts,
+            ) if todo > 0 else ()
+            groups = (
+                [(result.atoms, record_of(result, spec, result.key), {"kicks": kicks, "smiles": smiles})]
+                for result, kicks, smiles in found
+            )
+        else:
+            items = [(i, spec, i) for i in range(n) if i not in done]
+            groups = (
+                [(atoms, record, None) for _, atoms, record in group]
+                for group in relaxed(
+                    model, items, batch_size=batch_size, device=device, dtype=dtype, client=client,
+                    chunk_size=chunk_size,
+                )
+            )
         for group in groups:
-            written = store.write_many((atoms, record, None) for _, atoms, record in group)
+            written = store.write_many(group)
+            distinct.update(extra["smiles"] for _, _, extra in group if extra)
             finished += len(written)
             converged += sum(record.converged for record in written)
             bar.update(len(written))
@@ -137,7 +177,7 @@ def generate(
                             per_s=f"{finished / (time.perf_counter() - started):.2f}")
         bar.close()
         seconds = time.perf_counter() - started
-        return {
+        summary = {
             "out": str(out),
             "relaxed": finished,
             "stored": len(store),
@@ -145,6 +185,17 @@ def generate(
             "seconds": seconds,
             "structures_per_second": finished / seconds if seconds > 0 else float("nan"),
         }
+        if valid_only and finished:
+            summary.update(
+                tries=counts.tries,
+                kicks=counts.kicks,
+                dropped=counts.dropped,
+                tries_per_molecule=counts.tries / finished,
+                kicks_per_molecule=counts.kicks / finished,
+                valid_unique=len(distinct),
+                valid_unique_per_second=len(distinct) / seconds,
+            )
+        return summary
 
 
 def search_compositions(
