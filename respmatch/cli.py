@@ -1,4 +1,4 @@
-"""Command line: ``respmatch train | label | info | generate | export | evaluate | demo``."""
+"""Command line: ``respmatch train | label | info | generate | export | evaluate | report | demo``."""
 
 from __future__ import annotations
 
@@ -164,6 +164,15 @@ def cmd_evaluate(args) -> None:
         print(f"wrote {args.plot}")
 
 
+def cmd_report(args) -> None:
+    from respmatch.reporting import report
+
+    path = report(
+        args.source, args.out, evaluation=args.evaluation or None, recheck=args.recheck, structures=args.structures
+    )
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): open it in a web browser")
+
+
 def cmd_demo(args) -> None:
     from respmatch.demo import DemoSettings, run_demo
 
@@ -173,8 +182,8 @@ def cmd_demo(args) -> None:
     timings = result["timings"]
     print(
         f"\ntrain {timings['train_s']:.0f} s, generate {timings['generate_s']:.0f} s, "
-        f"evaluate {timings['evaluate_s']:.0f} s; wrote {args.out}/generated.extxyz, "
-        f"evaluation.txt, evaluation.json, carbon_map.png"
+        f"evaluate {timings['evaluate_s']:.0f} s, report {timings['report_s']:.0f} s; wrote "
+        f"{args.out}/generated.extxyz, evaluation.txt, evaluation.json, carbon_map.png, report.html"
     )
 
 
@@ -253,6 +262,23 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", help="write summary, groups and per-structure records here")
     evaluate.add_argument("--plot", help="PNG: Ẽ-volume map (carbon) or rates per composition")
     evaluate.set_defaults(func=cmd_evaluate)
+
+    report = commands.add_parser("report", help="write a self-contained HTML report of a run")
+    report.add_argument("source", nargs="+", help="RUN.db (one run database or several)")
+    report.add_argument("--out", required=True, help="HTML file to write (report.html)")
+    report.add_argument(
+        "--evaluation", action="append", default=[], metavar="EVAL.json",
+        help="the judge's verdicts (respmatch evaluate --json) of a run (repeatable, one per run)",
+    )
+    report.add_argument(
+        "--recheck", action="store_true",
+        help="require the physical re-check section (shown anyway when the run holds re-check results)",
+    )
+    report.add_argument(
+        "--structures", type=int, default=50, metavar="K",
+        help="embed coordinates of the K lowest-Ẽ structures per composition (default 50)",
+    )
+    report.set_defaults(func=cmd_report)
 
     demo = commands.add_parser("demo", help="train on built-in diamond, generate carbon, evaluate")
     demo.add_argument("--out", default="respmatch-demo", help="directory for the results")

@@ -1,0 +1,97 @@
+"""``respmatch report``: one self-contained HTML file that shows a search to a person.
+
+Run and model cards, the judge's tables, the physical re-check, interactive plots (plotly) and a
+sortable table of structures whose lowest-Ẽ members open in a 3D viewer (3Dmol.js) and download
+as CIF or XYZ.  Everything the page needs is inside the file: it opens offline and can be sent on.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from ase import Atoms
+
+from respmatch.evaluate import Evaluation
+from respmatch.reporting.judge import assign, read_evaluation
+from respmatch.reporting.page import page_data, render
+from respmatch.reporting.runs import Run, from_structures, read_database
+
+DEFAULT_STRUCTURES = 50  # structures per composition whose coordinates the page embeds
+
+
+def check_output(out: Path, inputs: list[Path]) -> None:
+    """Refuse, before any work, an output that cannot be written or would replace an input."""
+    if out.is_dir():
+        raise ValueError(f"{out}: is a folder; give the report's file name (e.g. report.html)")
+    if not out.parent.is_dir():
+        raise ValueError(f"{out}: cannot write the report: folder {out.parent} does not exist")
+    if not os.access(out.parent, os.W_OK):
+        raise ValueError(f"{out}: cannot write the report: folder {out.parent} is not writable")
+    if out.exists() and not os.access(out, os.W_OK):
+        raise ValueError(f"{out}: cannot write the report: the file is read-only")
+    for path in inputs:
+        if path.exists() and out.exists() and out.samefile(path):
+            raise ValueError(f"{out}: is one of the report's inputs; choose another --out")
+
+
+def write_atomically(out: Path, text: str) -> None:
+    """Write to a temporary file beside ``out``, then rename: a failure leaves no half report."""
+    handle, temporary = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, out)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def report(
+    source: str | Path | Run | list[Atoms] | list,
+    out: str | Path,
+    *,
+    evaluation: str | Path | Evaluation | list | None = None,
+    recheck: bool = False,
+    structures: int = DEFAULT_STRUCTURES,
+) -> Path:
+    """Write the HTML report of one run or several and return its path.
+
+    ``source``: a run database (or a list of them), a ``Run``, or a list of ``Atoms`` such as
+    ``search_compositions`` yields.  ``evaluation``: what ``respmatch evaluate --json`` wrote
+    for the run (or an ``Evaluation``; several for several runs).  ``recheck=True`` insists on the
+    physical re-check section (an error when no structure was rechecked; without it the
+    section appears whenever re-check results are stored).  ``structures``: how many of the
+    lowest-Ẽ structures per composition the page holds with coordinates.
+    """
+    if structures < 0:
+        raise ValueError(f"--structures must be 0 or more, got {structures}")
+    out = Path(out)
+    sources = source if isinstance(source, list) and not (source and isinstance(source[0], Atoms)) else [source]
+    paths = [Path(s) for s in sources if isinstance(s, (str, Path))]
+    given = evaluation if isinstance(evaluation, list) else [] if evaluation is None else [evaluation]
+    check_output(out, paths + [Path(e) for e in given if isinstance(e, (str, Path))])
+
+    runs, folders = [], []
+    for item in sources:
+        if isinstance(item, Run):
+            runs.append(item)
+            folders.append(None)
+        elif isinstance(item, list):
+            runs.append(from_structures(item))
+            folders.append(None)
+        else:
+            runs.append(read_database(item))
+            folders.append(Path(item).parent)
+    evaluations = [(str(e), read_evaluation(e)) if isinstance(e, (str, Path)) else (e.kind, e) for e in given]
+    assigned = assign(evaluations, runs)
+    if recheck and not any(row["recheck"] for run in runs for row in run.rows):
+        names = ", ".join(run.name for run in runs)
+        raise ValueError(f"{names}: no structure has physical re-check results (run respmatch recheck first)")
+    write_atomically(out, render(page_data(runs, assigned, structures, folders)))
+    return out
+
+
+__all__ = ["DEFAULT_STRUCTURES", "Run", "from_structures", "read_database", "report"]

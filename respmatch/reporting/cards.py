@@ -1,0 +1,95 @@
+"""The run card and the model card: what was searched, how, and with which model.
+
+Both are lists of (label, value) pairs ready to print; the model card comes from the checkpoint
+the run names (found beside the database when the stored path is relative), checked against the
+checksum the run stored.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from ase.data import chemical_symbols
+
+from respmatch.model.checkpoint import file_checksum, load_checkpoint
+from respmatch.reporting.runs import Run
+from respmatch.search.generate import SEARCH_PRESETS, search_preset
+
+
+def search_overrides(parameters: dict) -> dict:
+    """Settings of the run's search that differ from its preset (``STAGE.FIELD`` for stages)."""
+    preset, stored = parameters.get("preset"), parameters.get("search")
+    if preset not in SEARCH_PRESETS or not isinstance(stored, dict):
+        return {}
+    # As JSON both, since a database gives tuples back as lists.
+    default, stored = (json.loads(json.dumps(s)) for s in (asdict(search_preset(preset)), stored))
+    changed = {k: v for k, v in stored.items() if k != "stages" and v != default.get(k)}
+    for base, stage in zip(default["stages"], stored.get("stages", [])):
+        changed.update({f"{base['name']}.{k}": v for k, v in stage.items() if v != base.get(k)})
+    return changed
+
+
+def run_card(run: Run) -> list[tuple[str, str]]:
+    p, rows = run.parameters, run.rows
+    compositions = sorted({r["composition"] for r in rows}, key=lambda c: (len(c), c))
+    converged = [r["converged"] for r in rows if r["converged"] is not None]
+    steps = [r["steps"] for r in rows if r["steps"] is not None]
+    overrides = search_overrides(p)
+    card = [
+        ("source", run.name),
+        ("composition" if len(compositions) == 1 else "compositions", ", ".join(compositions)),
+        ("preset", str(p.get("preset", "-"))),
+        ("overrides", ", ".join(f"{k}={v}" for k, v in overrides.items()) or "none"),
+        ("seed", str(p.get("seed", "-"))),
+        ("structures", f"{len(rows)} stored" + (f" of {p['n']} asked" if "n" in p else "")),
+        ("converged", f"{sum(converged) / len(converged):.1%}" if converged else "-"),
+        ("relaxation steps", f"mean {sum(steps) / len(steps):.0f}, max {max(steps)}" if steps else "-"),
+        ("time", f"{run.seconds:.1f} s" if run.seconds is not None else "-"),
+    ]
+    if p.get("volume_per_atom") is not None:
+        card.append(("volume per atom", f"{p['volume_per_atom']} Å³"))
+    card += [(key, str(p[key])) for key in ("dtype", "device", "batch_size") if key in p]
+    return card
+
+
+def model_path(run: Run, source_dir: Path | None) -> Path | None:
+    """The checkpoint the run names: as stored, or relative to the run's folder."""
+    name = run.parameters.get("model")
+    if not name:
+        return None
+    path = Path(name)
+    if not path.is_file() and source_dir is not None and not path.is_absolute():
+        path = source_dir / path
+    return path
+
+
+def model_card(path: Path | None, expected_sha256: str | None) -> tuple[list[tuple[str, str]], list[dict]]:
+    """(card, training history) of a checkpoint; a card that says why when it cannot be read."""
+    if path is None:
+        return [("model", "not recorded by the run")], []
+    if not path.is_file():
+        return [("model", f"{path} (file not found: no model card)")], []
+    checkpoint = load_checkpoint(path)
+    training = checkpoint.get("training", {})
+    best = training.get("best", {})
+    history = training.get("history", [])
+    card = [("model", str(path))]
+    if expected_sha256 and file_checksum(path) != expected_sha256:
+        card.append(("warning", "this file differs from the model the run used (checksum)"))
+    card += [
+        ("elements", ", ".join(chemical_symbols[z] for z in checkpoint["elements"])),
+        ("training preset", str(training.get("preset", "-"))),
+        ("training data", f"{training.get('n_structures', '-')} structures "
+                          f"({training.get('n_train', '-')} train, {training.get('n_val', '-')} validation)"),
+        ("cutoff", f"{checkpoint['model_config'].get('cutoff', '-')} Å"),
+        ("parameters", str(sum(v.numel() for v in checkpoint["state_dict"].values()))),
+        ("epochs", f"{len(history)} run, best {best.get('epoch', '-')}"),
+    ]
+    units = {"forces": "eV/Å", "stress": "eV/Å³", "energy": "eV/atom"}
+    for name, unit in units.items():
+        value = best.get(f"val_{name}_rmse")
+        if value is not None:
+            card.append((f"validation {name} RMSE", f"{value:.4g} {unit}"))
+    return card, history

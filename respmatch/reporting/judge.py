@@ -1,0 +1,115 @@
+"""The judge's verdicts (``respmatch evaluate --json``) laid onto the structures of a run.
+
+An evaluation lists one record per structure in the order the run stores them.  It belongs to a
+run when every record has the index and the pseudo-energy of the run's structure at the same
+place; a file judged on another run, or on part of one, is refused rather than shown beside the
+wrong structures.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from respmatch.evaluate import KINDS, Evaluation
+from respmatch.reporting.runs import Run
+
+# Class of a structure for the map's colours, per kind of judge (first matching rule wins).
+CLASS_ORDER = {
+    "carbon": ("sp3", "sp2", "mixed", "other"),
+    "crystal": ("matched", "valid", "invalid"),
+    "molecule": ("strictly valid", "leniently valid", "invalid"),
+}
+
+
+def read_evaluation(path: str | Path) -> Evaluation:
+    """An ``Evaluation`` from the JSON ``respmatch evaluate --json`` writes."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such evaluation file")
+    try:
+        data = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: not an evaluation file (not JSON: {error})") from None
+    if not isinstance(data, dict) or data.get("kind") not in KINDS or not isinstance(data.get("records"), list):
+        raise ValueError(f"{path}: not an evaluation file (respmatch evaluate --json writes one)")
+    return Evaluation(data["kind"], data.get("summary", {}), data.get("groups", {}), data["records"])
+
+
+def mismatch(evaluation: Evaluation, run: Run) -> str | None:
+    """Why ``evaluation`` does not describe ``run``, or None when it does."""
+    if len(evaluation.records) != len(run.rows):
+        return f"it judges {len(evaluation.records)} structures, the run holds {len(run.rows)}"
+    for k, (record, row) in enumerate(zip(evaluation.records, run.rows)):
+        if record.get("index", row["index"]) != row["index"]:
+            return f"its record {k} is structure {record.get('index')}, the run's is {row['index']}"
+        judged, stored = record.get("pseudo_energy_per_atom"), row["energy"]
+        if judged is not None and stored is not None and not math.isclose(judged, stored, rel_tol=1e-6, abs_tol=1e-9):
+            return f"structure {row['index']} has Ẽ/atom {judged:.6g} there and {stored:.6g} in the run"
+    return None
+
+
+def assign(evaluations: list[tuple[str, Evaluation]], runs: list[Run]) -> dict[int, Evaluation]:
+    """Run position -> its evaluation; every evaluation must belong to exactly one run."""
+    assigned = {}
+    for name, evaluation in evaluations:
+        reasons = {}
+        for k, run in enumerate(runs):
+            reason = mismatch(evaluation, run)
+            if reason is None and k not in assigned:
+                assigned[k] = evaluation
+                break
+            reasons[run.name] = reason or "that run already has an evaluation"
+        else:
+            why = "; ".join(f"{run}: {reason}" for run, reason in reasons.items())
+            raise ValueError(f"{name}: the evaluation is of another run ({why})")
+    return assigned
+
+
+def verdict(kind: str, record: dict) -> dict:
+    """The judge's word on one structure: class (map colour), verdict, label (space group or
+    SMILES) and match, as short strings."""
+    if kind == "carbon":
+        coordination = record.get("coordination") or "other"
+        return {
+            "class": coordination,
+            "verdict": record.get("allotrope") or coordination,
+            "label": f"{record['spacegroup']}" if record.get("spacegroup") else "",
+            "match": record.get("reference_match") or "",
+        }
+    if kind == "crystal":
+        matched = record.get("matched")
+        group = "matched" if matched else "valid" if record.get("valid") else "invalid"
+        number = record.get("spacegroup_number")
+        rms = record.get("rms")
+        return {
+            "class": group,
+            "verdict": group,
+            "label": f"{record['spacegroup']} ({number})" if record.get("spacegroup") else "",
+            "match": "" if matched is None else (f"yes (rms {rms:.3f})" if matched else "no"),
+        }
+    group = "strictly valid" if record.get("strict") else "leniently valid" if record.get("lenient") else "invalid"
+    novel = record.get("novel")
+    return {
+        "class": group,
+        "verdict": group,
+        "label": record.get("smiles") or "",
+        "match": "" if novel is None else ("novel" if novel else "in training set"),
+    }
+
+
+def rates(evaluation: Evaluation) -> dict[str, dict[str, float]]:
+    """Shares per composition that the page plots: validity (molecules), coordination (carbon),
+    validity and reference match of the tries (crystals)."""
+    if evaluation.kind != "crystal":
+        names = ["strict_valid", "lenient_valid"] if evaluation.kind == "molecule" else ["all_sp3", "all_sp2", "mixed"]
+        return {name: {group: metrics.get(name) for group, metrics in evaluation.groups.items()} for name in names}
+    tries: dict[str, list[dict]] = {}
+    for record in evaluation.records:
+        tries.setdefault(record["formula"], []).append(record)
+    shares = {"valid": {f: sum(bool(r["valid"]) for r in rs) / len(rs) for f, rs in tries.items()}}
+    judged = {f: rs for f, rs in tries.items() if rs[0].get("matched") is not None}
+    if judged:
+        shares["matched"] = {f: sum(bool(r["matched"]) for r in rs) / len(rs) for f, rs in judged.items()}
+    return shares

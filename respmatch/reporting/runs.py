@@ -1,0 +1,128 @@
+"""The runs a report shows: one summary per structure, full structures only where asked.
+
+A run database may hold 10⁵–10⁶ rows.  Building an ASE ``Atoms`` for each would dominate the
+report's time, so the summaries come from the row columns without positions, and only the
+structures whose coordinates the page embeds are read in full (``Run.structures``).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import ase.db
+import numpy as np
+from ase import Atoms
+from ase.db.core import YEAR
+
+from respmatch.store import INFO_KEYS
+
+# Keys a physical re-check (``respmatch recheck``) writes into a run's rows.
+RECHECK_PREFIXES = ("physical_", "relax_", "relaxed_")
+_SUMMARY_COLUMNS = ["id", "ctime", "numbers", "cell", "pbc", "natoms", "key_value_pairs"]
+
+
+@dataclass
+class Run:
+    """One run: its parameters as stored, a summary per structure (sorted as the run stores
+    them), and a way to read chosen structures in full."""
+
+    name: str
+    parameters: dict
+    rows: list[dict]
+    read: Callable[[list[int]], list[Atoms]] = field(repr=False)  # row positions -> structures
+    seconds: float | None = None  # wall time over which the structures were written
+
+
+def summary(atoms_numbers, cell, pbc, pairs: dict, composition: str) -> dict:
+    """What the page keeps of every structure (ASE units: eV/atom, Å³/atom)."""
+    n = len(atoms_numbers)
+    periodic = bool(np.all(pbc))
+    energy = pairs.get("pseudo_energy_per_atom")
+    return {
+        "index": int(pairs.get("index", 0)),
+        "composition": composition,
+        "natoms": n,
+        "energy": None if energy is None else float(energy),
+        "volume": abs(float(np.linalg.det(np.asarray(cell, dtype=float)))) / n if periodic else None,
+        "periodic": periodic,
+        "converged": None if pairs.get("converged") is None else bool(pairs["converged"]),
+        "steps": pairs.get("steps"),
+        "recheck": {k: v for k, v in pairs.items() if k.startswith(RECHECK_PREFIXES)},
+    }
+
+
+def read_database(path: str | Path) -> Run:
+    """A run database written by ``respmatch generate`` (and perhaps updated by ``recheck``).
+
+    Refuses, with one line naming the file, anything that is not such a run: a missing file
+    (never created here, as ``ase.db.connect`` would), a file that is not SQLite, a database
+    without run parameters or without stored structures.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such run database")
+    db = ase.db.connect(str(path), type="db", use_lock_file=False)
+    try:
+        parameters = db.metadata
+        rows = sorted(
+            db.select(columns=_SUMMARY_COLUMNS, include_data=False),
+            key=lambda row: row.key_value_pairs.get("index", -1),
+        )
+    except (sqlite3.DatabaseError, ValueError, KeyError) as error:
+        raise ValueError(f"{path}: not a respmatch run database ({error})") from None
+    if not parameters or "composition" not in parameters:
+        raise ValueError(f"{path}: not a respmatch run (no run parameters: was it written by respmatch generate?)")
+    missing = next((row for row in rows if any(k not in row.key_value_pairs for k in INFO_KEYS)), None)
+    if missing is not None:
+        raise ValueError(f"{path}: row {missing.id} is not a generated structure (it lacks the keys {', '.join(INFO_KEYS)})")
+    if not rows:
+        raise ValueError(f"{path}: the run holds no structures yet")
+    ids = [row.id for row in rows]
+
+    def read(positions: list[int]) -> list[Atoms]:
+        structures = []
+        for k in positions:
+            row = db.get(id=ids[k])
+            atoms = row.toatoms()
+            atoms.info.update({key: row.key_value_pairs[key] for key in INFO_KEYS})
+            structures.append(atoms)
+        return structures
+
+    composition = parameters["composition"]
+    ctimes = [row.ctime for row in rows]
+    return Run(
+        name=path.name,
+        parameters=parameters,
+        rows=[summary(row.numbers, row.cell, row.pbc, row.key_value_pairs, composition) for row in rows],
+        read=read,
+        seconds=(max(ctimes) - min(ctimes)) * YEAR if len(rows) > 1 else None,
+    )
+
+
+def from_structures(
+    structures: list[Atoms], name: str = "structures", parameters: dict | None = None, seconds: float | None = None
+) -> Run:
+    """A run held in memory, e.g. what ``search_compositions`` yields (``atoms.info`` carries the
+    store's keys and ``composition``)."""
+    if not structures:
+        raise ValueError(f"{name}: no structures to report")
+    rows = [
+        summary(
+            atoms.numbers,
+            atoms.cell.array,
+            atoms.pbc,
+            {**atoms.info, "index": atoms.info.get("index", k)},
+            str(atoms.info.get("composition") or atoms.get_chemical_formula()),
+        )
+        for k, atoms in enumerate(structures)
+    ]
+    return Run(
+        name=name,
+        parameters=dict(parameters or {}),
+        rows=rows,
+        read=lambda positions: [structures[k] for k in positions],
+        seconds=seconds,
+    )

@@ -1,0 +1,129 @@
+"""The demo's HTML report in a real browser: Debian's headless Chromium driven by Selenium.
+
+One browser session for the module.  Skipped where no system Chromium is installed, except in CI
+(``CI`` set), whose script installs it: there a missing browser fails.
+"""
+
+import io
+import os
+import time
+
+import numpy as np
+import pytest
+from ase.io import read
+from PIL import Image
+
+from respmatch.demo import DemoSettings, run_demo
+from respmatch.reporting import browser
+
+pytestmark = pytest.mark.skipif(
+    browser.find_chromium() is None and not os.environ.get("CI"),
+    reason="no system Chromium (apt-get install chromium chromium-driver)",
+)
+
+SIZES = (2, 4, 6, 8, 12)
+TRIES = 40  # 200 structures, as the demo
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """A demo-sized run (200 structures, short training and relaxation) and its report."""
+    folder = tmp_path_factory.mktemp("demo")
+    settings = DemoSettings(epochs=2, cell_sizes=SIZES, tries_per_size=TRIES, max_steps=10, batch_size=100)
+    run_demo(folder, settings, progress=False)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def page(demo, tmp_path_factory):
+    downloads = tmp_path_factory.mktemp("downloads")
+    driver = browser.start(downloads)
+    try:
+        browser.open_report(driver, demo / "report.html")
+        yield driver, downloads
+    finally:
+        driver.quit()
+
+
+def errors(driver) -> list:
+    return [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+
+
+def column(driver, name) -> list[str]:
+    position = driver.execute_script(
+        "return [...document.querySelectorAll('#structure-table th')].findIndex(th => th.dataset.key === arguments[0])",
+        name,
+    )
+    return driver.execute_script(
+        "return [...document.querySelectorAll('#structure-table tbody tr')].map(tr => tr.children[arguments[0]].textContent)",
+        position,
+    )
+
+
+def ink(driver, element_id) -> int:
+    """Pixels of an element that are not (near) white."""
+    image = Image.open(io.BytesIO(driver.find_element("id", element_id).screenshot_as_png)).convert("L")
+    return int((np.asarray(image) < 200).sum())
+
+
+def test_loads_offline_without_errors_and_draws_the_plots(page):
+    driver, _ = page
+    assert errors(driver) == []
+    assert driver.execute_script("return performance.getEntriesByType('resource').length") == 0  # nothing fetched
+    points = driver.execute_script(
+        "return document.querySelectorAll('[data-figure=map] .scatterlayer .point').length"
+    )
+    assert points == len(SIZES) * TRIES
+    assert driver.execute_script("return document.querySelectorAll('[data-figure=rates] .bars .point').length") > 0
+
+
+def test_table_has_a_row_per_structure_and_sorts(page):
+    driver, _ = page
+    assert len(driver.find_elements("css selector", "#structure-table tbody tr")) == len(SIZES) * TRIES
+    energies = [float(v) for v in column(driver, "energy")]
+    assert energies == sorted(energies)  # the page opens sorted by Ẽ, lowest first
+    header = driver.find_element("css selector", "#structure-table th[data-key=energy]")
+    header.click()
+    descending = [float(v) for v in column(driver, "energy")]
+    assert descending == sorted(energies, reverse=True) and descending != energies
+    driver.find_element("css selector", "#structure-table th[data-key=natoms]").click()
+    atoms = [int(v) for v in column(driver, "natoms")]
+    assert atoms == sorted(atoms) and atoms[0] == 2 and atoms[-1] == 12
+    driver.find_element("id", "filter-text").send_keys("C12")
+    assert set(column(driver, "composition")) == {"C12"} and len(column(driver, "composition")) == TRIES
+    driver.find_element("id", "filter-text").clear()
+    driver.execute_script("document.getElementById('filter-text').dispatchEvent(new Event('input'))")
+    assert len(column(driver, "index")) == len(SIZES) * TRIES
+    assert errors(driver) == []
+
+
+def test_a_click_shows_the_structure_and_its_cif_downloads(page, demo, tmp_path):
+    driver, downloads = page
+    driver.execute_script("document.getElementById('structures').scrollIntoView()")
+    blank = ink(driver, "viewer")
+    row = driver.find_element("css selector", "#structure-table tbody tr:nth-child(3)")
+    composition, index = row.find_elements("css selector", "td")[1].text, int(row.find_elements("css selector", "td")[0].text)
+    row.click()
+    time.sleep(0.3)
+    assert ink(driver, "viewer") > blank + 2000  # atoms, bonds and the cell drawn
+    link = driver.find_element("id", "download")
+    name = link.get_attribute("download")
+    assert name == f"{composition}-demo-{index}.cif"
+    link.click()
+    target = downloads / name
+    for _ in range(100):
+        if target.exists() and target.stat().st_size:
+            break
+        time.sleep(0.05)
+    back = read(target, format="cif")
+    original = next(
+        a for a in read(demo / "generated.extxyz", ":")
+        if a.info["composition"] == composition and a.info["index"] == index
+    )
+    assert back.get_chemical_formula() == original.get_chemical_formula()
+    assert back.cell.cellpar() == pytest.approx(original.cell.cellpar(), abs=1e-4)
+    difference = back.get_scaled_positions() - original.get_scaled_positions()
+    assert np.abs(difference - np.round(difference)).max() < 1e-5
+    driver.save_screenshot(str(tmp_path / "report.png"))
+    assert (tmp_path / "report.png").stat().st_size > 10_000
+    assert errors(driver) == []
