@@ -8,6 +8,7 @@ from respmatch.calculator import ResponseMatchingCalculator, calculator
 from respmatch.io import StructureError, read_structures
 from respmatch.labels import LabelConfig, draw_labels, export_labels, label_preset
 from respmatch.model import Denoiser, ModelConfig, load_model, model_checksum
+from respmatch.reporting import report
 from respmatch.search.generate import generate
 from respmatch.search.spec import SearchSpec, search_preset
 from respmatch.structures import Structures
@@ -32,6 +33,7 @@ __all__ = [
     "model_checksum",
     "read_structures",
     "SearchSpec",
+    "report",
     "search_preset",
     "train",
 ]
