@@ -24,6 +24,7 @@ import numpy as np
 from ase.data import atomic_numbers
 from ase.formula import Formula
 
+from respmatch.record import Record
 from respmatch.reporting import browser, report
 from respmatch.search.starts import crystal_start, start_rng
 from respmatch.store import RunStore
@@ -40,20 +41,20 @@ def build_run(path: Path, composition: str, n: int, seed: int, model: str | None
     """Write ``n`` structures of ``composition`` through the run store (resumes a partial run)."""
     numbers = sorted(atomic_numbers[s] for s, k in Formula(composition).count().items() for _ in range(k))
     parameters = {"composition": composition, "preset": "crystal", "seed": seed, "n": n, "model": model}
-    store = RunStore(path, parameters, resume=True)
     rng = np.random.default_rng(seed)
     level = rng.normal(-0.3, 0.1)
-    done = store.done_indices()
-    for chunk in range(0, n, 1000):
-        with store.db:  # one SQLite transaction per 1000 rows (a commit per row takes an hour here)
+    with RunStore(path, parameters, resume=True) as store:
+        done = store.done_indices()
+        for chunk in range(0, n, 1000):  # one transaction per 1000 rows, as a cluster's chunk
+            items = []
             for index in range(chunk, min(chunk + 1000, n)):
                 energy, converged = level + rng.gamma(2.0, 0.05), rng.random() < 0.9
-                steps = int(rng.integers(30, 2100))
-                if index in done:
-                    continue
-                atoms = crystal_start(numbers, VOLUME_PER_ATOM * len(numbers), start_rng(seed, index))
-                store.write(atoms, index=index, seed=seed, pseudo_energy_per_atom=energy, converged=converged,
-                            steps=steps, stage="full-cell" if converged else "constant-volume")
+                record = Record(index, seed, energy, converged, int(rng.integers(30, 2100)),
+                                "full-cell" if converged else "constant-volume")
+                if index not in done:
+                    atoms = crystal_start(numbers, VOLUME_PER_ATOM * len(numbers), start_rng(seed, index))
+                    items.append((atoms, record, None))
+            store.write_many(items)
     return path
 
 

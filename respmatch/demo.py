@@ -16,7 +16,7 @@ from ase.io import write
 
 from respmatch.evaluate.carbon import evaluate_carbon
 from respmatch.evaluate.plots import plot_carbon_map
-from respmatch.model.checkpoint import file_checksum
+from respmatch.model import model_checksum
 from respmatch.reporting import from_structures, report
 from respmatch.search.generate import search_compositions
 from respmatch.search.spec import search_preset
@@ -89,7 +89,7 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), progr
         "n": len(structures),
         "volume_per_atom": settings.volume_per_atom,
         "model": str(model_path),
-        "model_sha256": file_checksum(model_path),
+        "model_sha256": model_checksum(result.model),
     }
     run = from_structures(structures, "demo", parameters, seconds=timings["generate_s"])
     report(run, out_dir / "report.html", evaluation=evaluation)

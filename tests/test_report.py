@@ -17,6 +17,7 @@ import respmatch
 from respmatch.cli import main
 from respmatch.evaluate import evaluate
 from respmatch.reporting import from_structures, report
+from respmatch.record import Record
 from respmatch.store import RunStore
 
 FAST = {"constant-volume.max_steps": 15}
@@ -90,13 +91,13 @@ def test_several_runs_each_with_its_evaluation(run_db, trained_diamond, tmp_path
 def test_recheck_results_in_the_rows_are_shown(tmp_path):
     """Rows updated by a physical re-check (keys physical_*, relax_*): section, column and ρ."""
     path = tmp_path / "rechecked.db"
-    store = RunStore(path, {"composition": "Si2", "preset": "crystal", "seed": 0, "n": 6})
-    for k in range(6):
-        atoms = bulk("Si", "diamond", a=5.43 + 0.02 * k)
-        extra = {"physical_potential": "sevennet-0", "physical_energy_per_atom": -5.4 + 0.01 * k * k}
-        if k < 5:
-            extra.update(relax_converged=k != 2, relax_survived=True)
-        store.write(atoms, index=k, seed=0, pseudo_energy_per_atom=0.1 * k, converged=True, steps=3, stage="x", extra=extra)
+    with RunStore(path, {"composition": "Si2", "preset": "crystal", "seed": 0, "n": 6}) as store:
+        for k in range(6):
+            atoms = bulk("Si", "diamond", a=5.43 + 0.02 * k)
+            extra = {"physical_potential": "sevennet-0", "physical_energy_per_atom": -5.4 + 0.01 * k * k}
+            if k < 5:
+                extra.update(relax_converged=k != 2, relax_survived=True)
+            store.write(atoms, Record(k, 0, 0.1 * k, True, 3, "x"), extra)
     out = tmp_path / "r.html"
     report(path, out, recheck=True)
     client = page_client(out)

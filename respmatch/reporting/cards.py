@@ -13,9 +13,9 @@ from pathlib import Path
 
 from ase.data import chemical_symbols
 
-from respmatch.model.checkpoint import file_checksum, load_checkpoint
+from respmatch.model import load_checkpoint, load_model, model_checksum
 from respmatch.reporting.runs import Run
-from respmatch.search.generate import SEARCH_PRESETS, search_preset
+from respmatch.search.spec import SEARCH_PRESETS, search_preset
 
 
 def search_overrides(parameters: dict) -> dict:
@@ -76,7 +76,7 @@ def model_card(path: Path | None, expected_sha256: str | None) -> tuple[list[tup
     best = training.get("best", {})
     history = training.get("history", [])
     card = [("model", str(path))]
-    if expected_sha256 and file_checksum(path) != expected_sha256:
+    if expected_sha256 and model_checksum(load_model(path)) != expected_sha256:
         card.append(("warning", "this file differs from the model the run used (checksum)"))
     card += [
         ("elements", ", ".join(chemical_symbols[z] for z in checkpoint["elements"])),

@@ -17,7 +17,7 @@ import numpy as np
 from ase import Atoms
 from ase.db.core import YEAR
 
-from respmatch.store import INFO_KEYS
+from respmatch.record import RECORD_KEYS
 
 # Keys a physical re-check (``respmatch recheck``) writes into a run's rows.
 RECHECK_PREFIXES = ("physical_", "relax_", "relaxed_")
@@ -78,8 +78,8 @@ def read_database(path: str | Path) -> Run:
     if not parameters or "composition" not in parameters:
         raise ValueError(f"{path}: not a respmatch run (no run parameters: was it written by respmatch generate?)")
     for row_id, *_, pairs in selected:
-        if not pairs.keys() >= set(INFO_KEYS):
-            raise ValueError(f"{path}: row {row_id} is not a generated structure (it lacks the keys {', '.join(INFO_KEYS)})")
+        if not pairs.keys() >= set(RECORD_KEYS):
+            raise ValueError(f"{path}: row {row_id} is not a generated structure (it lacks the keys {', '.join(RECORD_KEYS)})")
     if not selected:
         raise ValueError(f"{path}: the run holds no structures yet")
     selected.sort(key=lambda row: row[5]["index"])
@@ -90,7 +90,7 @@ def read_database(path: str | Path) -> Run:
         for k in positions:
             row = db.get(id=ids[k])
             atoms = row.toatoms()
-            atoms.info.update({key: row.key_value_pairs[key] for key in INFO_KEYS})
+            atoms.info.update({key: row.key_value_pairs[key] for key in RECORD_KEYS})
             structures.append(atoms)
         return structures
 
