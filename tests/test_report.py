@@ -3,8 +3,10 @@
 (The page in a real browser: test_report_browser.py.)
 """
 
+import errno
 import io
 import json
+import os
 import re
 
 import numpy as np
@@ -165,3 +167,13 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(run_db, trained_diamond
 
     assert not out.exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary left
+
+
+def test_a_failed_write_leaves_no_file(run_db, tmp_path, monkeypatch, capsys):
+    def disk_full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", disk_full)
+    assert main(["report", str(run_db[0]), "--out", str(tmp_path / "r.html")]) == 2
+    assert "cannot write the report (No space left on device)" in error_line(capsys)
+    assert list(tmp_path.iterdir()) == []

@@ -38,14 +38,19 @@ def check_output(out: Path, inputs: list[Path]) -> None:
 
 def write_atomically(out: Path, text: str) -> None:
     """Write to a temporary file beside ``out``, then rename: a failure leaves no half report."""
-    handle, temporary = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    try:
+        handle, temporary = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    except OSError as error:
+        raise ValueError(f"{out}: cannot write the report ({error.strerror})") from None
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
             stream.write(text)
         os.chmod(temporary, 0o644)
         os.replace(temporary, out)
-    except BaseException:
+    except BaseException as error:
         Path(temporary).unlink(missing_ok=True)
+        if isinstance(error, OSError):  # a full disk, a folder that went away
+            raise ValueError(f"{out}: cannot write the report ({error.strerror})") from None
         raise
 
 
