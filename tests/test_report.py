@@ -113,7 +113,8 @@ def test_recheck_results_in_the_rows_are_shown(tmp_path):
 
 def test_structures_in_memory_and_molecules(tmp_path):
     water = Atoms("OH2", positions=[[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]])
-    water.info.update(index=0, pseudo_energy_per_atom=-0.2, converged=True, steps=5, composition="H2O")
+    # numpy scalars, as structures read back from extxyz carry them
+    water.info.update(index=np.int64(0), pseudo_energy_per_atom=np.float64(-0.2), converged=np.True_, steps=np.int64(5), composition="H2O")
     out = report([water], tmp_path / "w.html")
     client = page_client(out)
     assert client["files"][0]["format"] == "xyz" and "map" not in client["figures"]

@@ -81,7 +81,7 @@ def energy_boxes(rows: list[dict]) -> dict:
             boxmean=True,
         )
     )
-    figure.update_layout(title="Ẽ per atom by composition (box: quartiles, whiskers: range, dashed: mean)", yaxis_title=ENERGY, xaxis_title="composition", showlegend=False)
+    figure.update_layout(title="Ẽ per atom by composition (quartiles, range, mean)", yaxis_title=ENERGY, xaxis_title="composition", showlegend=False)
     return as_json(figure)
 
 

@@ -17,6 +17,7 @@ from importlib import resources
 from pathlib import Path
 
 import jinja2
+import numpy as np
 from ase.io import write as ase_write
 from plotly.offline import get_plotlyjs
 
@@ -179,6 +180,8 @@ def _clean(value):
         return {k: _clean(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_clean(v) for v in value]
+    if isinstance(value, np.generic):  # values read from extxyz come as numpy scalars
+        value = value.item()
     return _finite(value)
 
 

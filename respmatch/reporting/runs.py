@@ -49,7 +49,7 @@ def summary(atoms_numbers, cell, pbc, pairs: dict, composition: str) -> dict:
         "volume": abs(float(np.linalg.det(np.asarray(cell, dtype=float)))) / n if periodic else None,
         "periodic": periodic,
         "converged": None if pairs.get("converged") is None else bool(pairs["converged"]),
-        "steps": pairs.get("steps"),
+        "steps": None if pairs.get("steps") is None else int(pairs["steps"]),
         "recheck": {k: v for k, v in pairs.items() if k.startswith(RECHECK_PREFIXES)},
     }
 
