@@ -86,9 +86,17 @@ def cmd_label(args) -> None:
 def cmd_info(args) -> None:
     from respmatch.model import load_checkpoint
 
+    from respmatch.builtin import BUILTIN_MODELS, model_path
+
     checkpoint = load_checkpoint(args.model)
     training = checkpoint.get("training", {})
+    history = training.get("history", [])
     summary = {
+        "model": str(model_path(args.model)),
+        "built_in": BUILTIN_MODELS.get(args.model),
+        "trained_on": training.get("n_structures"),
+        "epochs_run": len(history),
+        "training_seconds": round(sum(h["seconds"] for h in history)),
         "elements": checkpoint["elements"],
         "element_volumes": checkpoint["element_volumes"],
         "model_config": checkpoint["model_config"],

@@ -33,6 +33,7 @@ from respmatch.labels import (
 from respmatch.model import Denoiser, ModelConfig, save_model
 from respmatch.model.checkpoint import atomic_save
 from respmatch.neighbors import build_graph, neighbor_pairs
+from respmatch.search.symmetric import space_group_counts
 from respmatch.structures import Structures
 
 VALIDATION_SEED_OFFSET = 1_000_003
@@ -265,6 +266,8 @@ def train(
         "n_train": len(train_set),
         "n_val": len(val_set) if val_set is not train_set else 0,
         "initial": initial,
+        # The prior of symmetric starts (``--space-groups prior``): groups of the training crystals.
+        "space_groups": space_group_counts(structures) if preset == "crystal" else {},
     }
     bar = tqdm(
         range(start_epoch, config.epochs),

@@ -6,15 +6,20 @@ no two atoms (periodic images included) are closer than 0.5 Å.  A valid try *ma
 pymatgen's ``StructureMatcher(stol=0.5, ltol=0.3, angle_tol=10)`` returns an RMS displacement
 for it against a reference structure of its formula (``get_rms_dist`` is not None: CDVAE's
 criterion); its ``rms`` is the smallest over those references, normalised by (V/N)^(1/3).
-Per formula, ``distinct`` counts the groups StructureMatcher forms among the valid tries (the
-summary's ``unique`` is Σ distinct / Σ valid), and with training data ``novel`` counts valid tries
-that match no training structure of the formula.  With a reference:
+Per formula, ``distinct`` counts the distinct structures among the valid tries (StructureMatcher
+groups formed in order of Ẽ, ``evaluate.ranking``; the summary's ``unique`` is Σ distinct / Σ
+valid), and with training data ``novel`` counts valid tries that match no training structure of
+the formula.  With a reference:
 
 - ``matched_any``: some try matches (the "k tries" rate), ``rmse_any`` the best of their RMSEs;
 - ``matched_lowest``: the valid try of lowest Ẽ per atom matches (the "1 try" rate: Ẽ is the
   only ranking a search has).  Unconverged tries are ranked too: a relaxation stopped at its
   step cap still has a meaningful Ẽ, and ranking only converged ones would leave formulas
-  whose tries all hit the cap without a pick.  ``rmse_lowest`` is that try's RMSE.
+  whose tries all hit the cap without a pick.  ``rmse_lowest`` is that try's RMSE;
+- ranked budget (``keep`` = K): the valid converged tries grouped into distinct structures and
+  ranked by Ẽ, as ``generate --tries M --keep K`` reports them; ``matched_top1``: the lowest
+  distinct structure (its lowest-Ẽ member) matches, ``matched_topk``: one of the K lowest does;
+  ``rmse_top1``, ``rmse_topk`` as above.
 
 The summary's match rates count formulas that have a reference; its RMSEs are means over the
 matched formulas (as CDVAE and DiffCSP report them).
@@ -28,14 +33,14 @@ from collections import defaultdict
 from ase import Atoms
 from pymatgen.core import Composition, Structure
 from pymatgen.core.structure_matcher import StructureMatcher
-from pymatgen.io.ase import AseAtomsAdaptor
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer, SymmetryUndeterminedError
 
+from respmatch.evaluate.ranking import MATCHER_TOLERANCES, group_distinct, to_structure
 from respmatch.evaluate.result import Evaluation, share
 from respmatch.record import judged_fields
 from respmatch.evaluate.symmetry import quiet_spglib
 
-MATCHER_TOLERANCES = {"stol": 0.5, "ltol": 0.3, "angle_tol": 10}  # CDVAE / DiffCSP / FlowMM
+KEEP = 20  # distinct structures kept per formula by the ranked-budget rates
 
 
 def evaluate_crystals(
@@ -45,6 +50,7 @@ def evaluate_crystals(
     *,
     min_distance: float = 0.5,
     symprec: float = 0.1,
+    keep: int = KEEP,
 ) -> Evaluation:
     """Validity, space group, distinct structures per formula; with ``reference`` the CSP match
     rates and RMSEs; with ``training`` the share of valid structures that match no training
@@ -83,17 +89,17 @@ def evaluate_crystals(
     for formula in dict.fromkeys(formulas):
         members = [(r, c) for r, c in zip(records, crystals) if r["formula"] == formula]
         judged = references is not None and formula in references
-        groups[formula] = formula_metrics(matcher, members, novelty=known is not None, judged=judged)
+        groups[formula] = formula_metrics(matcher, members, novelty=known is not None, judged=judged, keep=keep)
     return Evaluation(
         kind="crystal",
-        summary=summary(records, groups, novelty=known is not None, judged=references is not None),
+        summary=summary(records, groups, novelty=known is not None, judged=references is not None, keep=keep),
         groups=groups,
         records=records,
     )
 
 
 def formula_metrics(
-    matcher: StructureMatcher, members: list[tuple[dict, Structure]], *, novelty: bool, judged: bool
+    matcher: StructureMatcher, members: list[tuple[dict, Structure]], *, novelty: bool, judged: bool, keep: int
 ) -> dict:
     """Metrics of one formula's tries (records with their structures); match metrics if
     ``judged`` (the formula has a reference)."""
@@ -108,7 +114,7 @@ def formula_metrics(
         "tries": len(members),
         "valid": len(valid),
         "converged": sum(bool(r["converged"]) for r, _ in members),
-        "distinct": len(matcher.group_structures([c for _, c in valid])) if valid else 0,
+        "distinct": len(distinct(matcher, valid)),
     }
     if lowest:
         metrics["lowest_index"] = lowest["index"]
@@ -123,10 +129,24 @@ def formula_metrics(
         metrics["matched_lowest"] = bool(lowest and lowest["matched"])
         metrics["rmse_any"] = min(rms, default=math.nan)
         metrics["rmse_lowest"] = lowest["rms"] if lowest and lowest["matched"] else math.nan
+        ranked = distinct(matcher, [(r, c) for r, c in valid if r["converged"] is not False], keep)
+        rms = [r["rms"] for r in ranked]
+        metrics["matched_top1"] = bool(rms) and rms[0] is not None
+        metrics["matched_topk"] = any(value is not None for value in rms)
+        metrics["rmse_top1"] = rms[0] if metrics["matched_top1"] else math.nan
+        metrics["rmse_topk"] = min((value for value in rms if value is not None), default=math.nan)
     return metrics
 
 
-def summary(records: list[dict], groups: dict, *, novelty: bool, judged: bool) -> dict:
+def distinct(matcher: StructureMatcher, members: list[tuple[dict, Structure]], keep: int | None = None) -> list[dict]:
+    """The records of the distinct structures' lowest-Ẽ members, lowest Ẽ first (at most ``keep``).
+    An unconverged try's Ẽ is not that of a minimum: it is compared with every group."""
+    energies = [r["pseudo_energy_per_atom"] if r["converged"] is not False else None for r, _ in members]
+    groups, _ = group_distinct([c for _, c in members], energies, keep, matcher=matcher)
+    return [members[g.index][0] for g in groups]
+
+
+def summary(records: list[dict], groups: dict, *, novelty: bool, judged: bool, keep: int) -> dict:
     n_valid = sum(r["valid"] for r in records)
     result = {
         "n": len(records),
@@ -147,15 +167,13 @@ def summary(records: list[dict], groups: dict, *, novelty: bool, judged: bool) -
             match_rate_lowest=share(len(lowest_rms), len(scored)),
             rmse_any=share(sum(any_rms), len(any_rms)),
             rmse_lowest=share(sum(lowest_rms), len(lowest_rms)),
+            keep=keep,
         )
+        for rank in ("top1", "topk"):
+            rms = [g[f"rmse_{rank}"] for g in scored if g[f"matched_{rank}"]]
+            result[f"match_rate_{rank}"] = share(len(rms), len(scored))
+            result[f"rmse_{rank}"] = share(sum(rms), len(rms))
     return result
-
-
-def to_structure(atoms: Atoms) -> Structure:
-    if not atoms.pbc.all():
-        raise ValueError(f"{atoms.get_chemical_formula()}: crystal evaluation needs periodic structures")
-    # Without info and calculator: pymatgen would copy them into site properties on every fit.
-    return AseAtomsAdaptor.get_structure(Atoms(atoms.numbers, atoms.positions, cell=atoms.cell, pbc=True))
 
 
 def by_formula(structures: list[Atoms], formulas: set[str]) -> dict[str, list[Structure]]:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from respmatch.builtin import model_path
 from respmatch.model.denoiser import Denoiser, ModelConfig
 
 FORMAT = "respmatch-model"
@@ -46,7 +47,8 @@ def save_model(path, model: Denoiser, *, label_config: dict | None = None, train
 
 
 def load_checkpoint(path) -> dict:
-    path = Path(path)
+    """The checkpoint of a file or of a built-in model's name (``respmatch.builtin``)."""
+    path = model_path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such model file")
     try:

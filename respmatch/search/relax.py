@@ -26,6 +26,7 @@ import torch
 from ase import Atoms
 
 from respmatch.model import Denoiser
+from respmatch.search.symmetrize import BatchSymmetry, symmetry_of
 from respmatch.search.verlet import VerletLists
 from respmatch.structures import Structures
 
@@ -59,8 +60,10 @@ class Job:
     atoms: Atoms
     stages: tuple[Stage, ...]
     rng: np.random.Generator | None = None  # draws the kicks
+    keep_symmetry: bool = False  # symmetrised forces and stress, as ASE's FixSymmetry
     stage: int = 0
     steps: int = 0
+    symmetry: tuple | None = None  # of the current stage's start: ``symmetrize.symmetry_of``
 
 
 @dataclass
@@ -275,6 +278,7 @@ class BatchRelaxer:
         state: FireState | None = None
         first = None
         lists = VerletLists(self.model.config.cutoff)
+        symmetry, members_changed = None, False
         while True:
             free = self.batch_size - (0 if state is None else len(state.n_atoms))
             entering = []
@@ -282,10 +286,13 @@ class BatchRelaxer:
                 job = restarts.popleft() if restarts else next(incoming, None)
                 if job is None:
                     break
+                if job.keep_symmetry:
+                    job.symmetry = symmetry_of(job.atoms)
                 table[next_key] = job
                 entering.append((next_key, job))
                 next_key += 1
             if entering:
+                members_changed = True
                 fresh = FireState.start(entering, self.dtype, self.device)
                 state = fresh if state is None else FireState.concatenate([state, fresh])
                 new_first = torch.ones(len(entering), dtype=torch.bool, device=self.device)
@@ -293,6 +300,9 @@ class BatchRelaxer:
             if state is None or len(state.n_atoms) == 0:
                 return
 
+            if members_changed:
+                symmetry = self._symmetry([table[int(k)] for k in state.job])
+                members_changed = False
             structures = state.structures()
             out = self.model(
                 structures,
@@ -301,6 +311,10 @@ class BatchRelaxer:
                 stress=bool((state.cell_mode > 0).any()),
             )
             self.model_calls += 1
+            if symmetry is not None:
+                out["forces"] = symmetry.forces(structures.cell, out["forces"])
+                if "stress" in out:
+                    out["stress"] = symmetry.stress(structures.cell, out["stress"])
             atom_forces, cell_forces = filter_forces(state, structures, out)
             atom_forces, cell_forces = atom_forces.detach(), cell_forces.detach()
             converged = largest_force(state, atom_forces, cell_forces) < state.fmax
@@ -322,6 +336,7 @@ class BatchRelaxer:
                     else:
                         yield result
                 keep = ~finished
+                members_changed = True
                 state, first = state.select(keep), first[keep]
                 lists.keep(keep)
                 atom_forces = atom_forces[keep[structures.system]]
@@ -329,6 +344,18 @@ class BatchRelaxer:
             if len(state.n_atoms):
                 state = fire_step(state, atom_forces, cell_forces, first)
                 first = torch.zeros_like(first)
+
+    def _symmetry(self, jobs: list[Job]) -> BatchSymmetry | None:
+        """The batch's symmetry operations, if one of its structures keeps its symmetry (the
+        others get the identity alone)."""
+        if not any(job.keep_symmetry for job in jobs):
+            return None
+        identity = [(np.eye(3)[None], np.arange(len(job.atoms))[None]) for job in jobs]
+        return BatchSymmetry.build(
+            [job.symmetry if job.keep_symmetry else plain for job, plain in zip(jobs, identity)],
+            self.dtype,
+            self.device,
+        )
 
     @staticmethod
     def _advance(job: Job, atoms: Atoms, energy: float, converged: bool) -> Relaxed | None:
