@@ -6,7 +6,10 @@ diamond on the single diamond-72 cell of the one-shot experiment.  The checkpoin
 training record (every epoch's validation metrics); training resumes with ``--resume``.
 
     python benchmarks/train_builtin.py mp20 --out benchmarks/out/models/mp20.pt
-    cp benchmarks/out/models/mp20.pt respmatch/data/mp20.pt
+    python benchmarks/train_builtin.py mp20 --out benchmarks/out/models/mp20.pt --ship   # -> respmatch/data
+
+``--ship`` (no training) copies the best checkpoint into the package with the space-group prior
+of its training crystals (``search.symmetric.space_group_counts``) and the recipe in its record.
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ from types import SimpleNamespace
 import torch
 
 import respmatch
+from respmatch.builtin import DATA
+from respmatch.model.checkpoint import atomic_save, load_checkpoint
+from respmatch.search.symmetric import space_group_counts
 from respmatch.train import TrainConfig
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -43,6 +49,7 @@ def main() -> None:
     parser.add_argument("--model-option", action="append", default=[], help="KEY=VALUE, e.g. cutoff=5.0")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--ship", action="store_true", help="copy the trained model into respmatch/data")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     recipe = dict(RECIPES[args.name])
@@ -57,6 +64,8 @@ def main() -> None:
     for pair in args.model_option:
         key, _, value = pair.partition("=")
         options[key] = type(options.get(key, 0.0))(value)
+    if args.ship:
+        return ship(args.name, args.out, structures, recipe)
     config = TrainConfig(epochs=args.epochs, batch_size=recipe["batch_size"],
                          learning_rate=args.learning_rate or recipe["learning_rate"],
                          early_stop_patience=args.early_stop_patience)
@@ -67,6 +76,21 @@ def main() -> None:
     best = result.best
     print(f"best epoch {best['epoch']} of {len(result.history)}: val force RMSE {best['val_forces_rmse']:.4f} eV/Å"
           + (f", stress RMSE {best['val_stress_rmse']:.4f} eV/Å³" if "val_stress_rmse" in best else ""))
+
+
+def ship(name: str, trained: Path, structures, recipe: dict) -> None:
+    """The best checkpoint of a training run, with its prior and recipe, as a built-in model."""
+    checkpoint = load_checkpoint(trained)
+    training = checkpoint["training"]
+    if training.get("preset") == "crystal" and not training.get("space_groups"):
+        training["space_groups"] = space_group_counts(structures)  # runs started before train() kept it
+    training["recipe"] = {**recipe, "script": "benchmarks/train_builtin.py"}
+    history = training.get("history", [])
+    print(f"{name}: {len(history)} epochs, best {training['best']['epoch']} "
+          f"(val force RMSE {training['best']['val_forces_rmse']:.4f} eV/Å), "
+          f"{len(training.get('space_groups', {}))} cell sizes in the prior")
+    atomic_save(checkpoint, DATA / f"{name}.pt")
+    print(f"-> {DATA / f'{name}.pt'}")
 
 
 if __name__ == "__main__":

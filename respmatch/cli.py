@@ -113,6 +113,14 @@ def cmd_generate(args) -> None:
     from respmatch.search.starts import parse_volume_range
 
     volume = parse_volume_range(args.volume_per_atom) if args.volume_per_atom else None
+    options = _key_values(args.option, "--option")
+    if args.space_groups and not args.symmetry:
+        raise ValueError("--space-groups chooses the groups of symmetric starts: give --symmetry too")
+    options.update(symmetry=args.symmetry, keep_symmetry=args.keep_symmetry)
+    if args.space_groups:
+        options["space_groups"] = args.space_groups
+    if args.keep is not None and args.keep <= 0:
+        raise ValueError(f"--keep must be a positive number of structures, got {args.keep}")
     summary = generate(
         args.model,
         args.composition,
@@ -126,7 +134,7 @@ def cmd_generate(args) -> None:
         dtype=getattr(torch, args.dtype),
         resume=args.resume,
         progress=not args.quiet,
-        options=_key_values(args.option, "--option"),
+        options=options,
         valid_only=args.valid_only,
         max_kicks=args.max_kicks,
         max_tries=args.max_tries,
@@ -144,6 +152,21 @@ def cmd_generate(args) -> None:
         )
     if summary["stored"] < args.n:
         raise SystemExit(f"{args.out}: only {summary['stored']} of {args.n} valid molecules within the tries allowed")
+    if args.keep:
+        from ase.io import write
+
+        from respmatch.evaluate.ranking import rank_tries, ranked_table
+        from respmatch.store import read_run
+
+        structures = read_run(args.out)
+        groups, beyond = rank_tries(structures, keep=args.keep)
+        print(ranked_table(structures, groups, beyond))
+        if args.ranked_out:
+            ranked = [structures[g.index].copy() for g in groups]
+            for rank, (atoms, group) in enumerate(zip(ranked, groups), 1):
+                atoms.info.update(rank=rank, found_by=group.count)
+            write(args.ranked_out, ranked, format="extxyz")
+            print(f"wrote the {len(ranked)} ranked structures to {args.ranked_out}")
 
 
 def cmd_export(args) -> None:
@@ -233,7 +256,19 @@ def build_parser() -> argparse.ArgumentParser:
     generate = commands.add_parser("generate", help="random structure search on a trained model")
     generate.add_argument("--model", required=True)
     generate.add_argument("--composition", required=True, help="formula of one cell or molecule, e.g. C8")
-    generate.add_argument("--n", type=int, required=True, help="number of structures")
+    generate.add_argument("--n", "--tries", dest="n", type=int, required=True,
+                          help="number of structures (tries) to relax")
+    generate.add_argument("--keep", type=int, metavar="K",
+                          help="group the converged tries into distinct structures, print the K lowest-Ẽ "
+                               "with how many tries found each")
+    generate.add_argument("--ranked-out", help="with --keep: write the K structures here (extxyz)")
+    generate.add_argument("--symmetry", type=float, nargs="?", const=1.0, default=0.0, metavar="FRACTION",
+                          help="share of starts in a random space group (pyxtal); alone: all of them")
+    generate.add_argument("--space-groups", metavar="SPEC",
+                          help="groups of symmetric starts: 'prior' (the training crystals' frequencies, "
+                               "default), 'all', or numbers and ranges such as 2-230 or 1,2,12-15")
+    generate.add_argument("--keep-symmetry", action="store_true",
+                          help="relax with symmetrised forces and stress (ASE's FixSymmetry)")
     generate.add_argument("--out", required=True, help="ase.db file (RUN.db) or database URL")
     generate.add_argument("--preset", choices=list(SEARCH_PRESETS))
     generate.add_argument("--volume-per-atom", help="Å³ per atom, V or a range A:B sampled evenly")

@@ -129,7 +129,7 @@ def formula_metrics(
         metrics["matched_lowest"] = bool(lowest and lowest["matched"])
         metrics["rmse_any"] = min(rms, default=math.nan)
         metrics["rmse_lowest"] = lowest["rms"] if lowest and lowest["matched"] else math.nan
-        ranked = distinct(matcher, [(r, c) for r, c in valid if r["converged"] is not False], keep)
+        ranked = distinct(matcher, [(r, c) for r, c in valid if r["converged"]], keep)
         rms = [r["rms"] for r in ranked]
         metrics["matched_top1"] = bool(rms) and rms[0] is not None
         metrics["matched_topk"] = any(value is not None for value in rms)
@@ -141,7 +141,7 @@ def formula_metrics(
 def distinct(matcher: StructureMatcher, members: list[tuple[dict, Structure]], keep: int | None = None) -> list[dict]:
     """The records of the distinct structures' lowest-Ẽ members, lowest Ẽ first (at most ``keep``).
     An unconverged try's Ẽ is not that of a minimum: it is compared with every group."""
-    energies = [r["pseudo_energy_per_atom"] if r["converged"] is not False else None for r, _ in members]
+    energies = [r["pseudo_energy_per_atom"] if r["converged"] else None for r, _ in members]
     groups, _ = group_distinct([c for _, c in members], energies, keep, matcher=matcher)
     return [members[g.index][0] for g in groups]
 

@@ -16,10 +16,13 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import spglib
 from ase import Atoms
 from pymatgen.core import Structure
 from pymatgen.core.structure_matcher import StructureMatcher
 from pymatgen.io.ase import AseAtomsAdaptor
+
+from respmatch.evaluate.symmetry import quiet_spglib
 
 MATCHER_TOLERANCES = {"stol": 0.5, "ltol": 0.3, "angle_tol": 10}  # CDVAE / DiffCSP / FlowMM
 ENERGY_WINDOW = 0.02  # eV/atom of Ẽ within which two tries may be one structure
@@ -90,3 +93,19 @@ def rank_tries(structures: Sequence[Atoms], keep: int | None = None, **options) 
     for group in groups:
         group.members = [converged[k] for k in group.members]
     return groups, beyond
+
+
+def ranked_table(structures: Sequence[Atoms], groups: list[Distinct], beyond: int, symprec: float = 0.1) -> str:
+    """The ranked distinct structures as a plain-text table: Ẽ, how many tries found each, group."""
+    converged = sum(bool(a.info.get("converged", True)) for a in structures)
+    lines = [f"{len(groups)} lowest distinct structures of {converged} converged tries "
+             f"(of {len(structures)}); {beyond} converged tries in structures ranked below them",
+             f"{'rank':>4}  {'Ẽ (eV/atom)':>12}  {'found by':>8}  {'try':>5}  space group"]
+    for rank, group in enumerate(groups, 1):
+        atoms = structures[group.index]
+        cell = (atoms.cell.array, atoms.get_scaled_positions(), atoms.numbers)
+        with quiet_spglib():
+            symbol = spglib.get_spacegroup(cell, symprec=symprec) or "-"
+        lines.append(f"{rank:>4}  {group.energy:>12.5f}  {group.count:>8}  "
+                     f"{atoms.info.get('index', group.index):>5}  {symbol}")
+    return "\n".join(lines)

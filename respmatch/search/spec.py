@@ -28,6 +28,7 @@ from respmatch.search.starts import (
     start_rng,
     volume_per_atom_for,
 )
+from respmatch.search.symmetric import SpaceGroupChoice, is_symmetric, space_group_choice, symmetric_start
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,12 @@ class SearchPreset:
     box: tuple[float, float, float] = (10.0, 5.0, 5.0)  # Å, molecule starts
     min_distance: float = 1.0  # Å between start atoms
     distortion: float = 0.5  # random cell distortion, in units of the cubic edge
+    # Symmetric starts (``search.symmetric``): the share of crystal starts drawn in a random
+    # space group with pyxtal (the others are the P1 cells above), the groups they are drawn
+    # from, and whether the relaxation keeps each start's symmetry (as ASE's FixSymmetry).
+    symmetry: float = 0.0
+    space_groups: str = "prior"
+    keep_symmetry: bool = False
 
 
 SEARCH_PRESETS = {
@@ -111,6 +118,8 @@ def _molecule(spec: SearchSpec, index: int, rng: np.random.Generator) -> Atoms:
 
 def _crystal(spec: SearchSpec, index: int, rng: np.random.Generator) -> Atoms:
     settings = spec.settings
+    if is_symmetric(index, settings.symmetry):
+        return symmetric_start(spec.numbers, spec.cell_volume(index), rng, spec.space_groups, settings.min_distance)
     return crystal_start(spec.numbers, spec.cell_volume(index), rng, settings.min_distance, settings.distortion)
 
 
@@ -142,6 +151,7 @@ class SearchSpec:
     volume_per_atom: float | tuple[float, float] | None  # Å³/atom: one value or a range swept over n
     model_volume: float | None  # Å³ per cell from the model's element volumes (no volume given)
     model_sha256: str  # the model this run is for (``model_checksum``)
+    space_groups: SpaceGroupChoice | None = None  # of symmetric starts, when there are any
 
     @classmethod
     def build(
@@ -168,8 +178,18 @@ class SearchSpec:
             model_volume = composition_volume(
                 numbers, dict(zip(model.config.elements, model.element_volumes.tolist()))
             )
+        space_groups = None
+        if settings.symmetry or settings.keep_symmetry:
+            if settings.start == "molecule":
+                raise ValueError("symmetric starts and --keep-symmetry are for crystals, not molecules")
+            if not 0 <= settings.symmetry <= 1:
+                raise ValueError(f"--symmetry is the share of symmetric starts, 0 to 1; got {settings.symmetry}")
+            # Checks the spec (and that some group fits the composition) even with no symmetric start.
+            prior = getattr(model, "checkpoint", {}).get("training", {}).get("space_groups")
+            space_groups = space_group_choice(numbers, settings.space_groups, prior)
         spec = cls(
-            composition, n, preset, settings, numbers, seed, volume_per_atom, model_volume, model_checksum(model)
+            composition, n, preset, settings, numbers, seed, volume_per_atom, model_volume, model_checksum(model),
+            space_groups,
         )
         spec.start(0)  # a box or cell too small for the composition fails here
         return spec
@@ -191,7 +211,8 @@ class SearchSpec:
             atoms = START_KINDS[self.settings.start](self, index, rng)
         except ValueError as error:
             raise ValueError(f"{self.composition} structure {index} (seed {self.seed}): {error}") from error
-        return Job(key=index if key is None else key, atoms=atoms, stages=self.settings.stages, rng=rng)
+        return Job(key=index if key is None else key, atoms=atoms, stages=self.settings.stages, rng=rng,
+                   keep_symmetry=self.settings.keep_symmetry)
 
     def parameters(self) -> dict:
         """What defines the run, for the store's metadata (a resume must match it)."""

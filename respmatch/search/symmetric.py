@@ -12,6 +12,7 @@ comes from the generator passed in, so start ``index`` depends only on (seed, in
 from __future__ import annotations
 
 import functools
+import math
 import warnings
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -24,6 +25,7 @@ import spglib
 from ase import Atoms
 from ase.data import chemical_symbols
 
+from respmatch.evaluate.symmetry import quiet_spglib
 from respmatch.neighbors import neighbor_pairs
 
 SYMPREC = 1e-3  # Å: pyxtal places atoms exactly, so a tight tolerance sees the group it built
@@ -91,12 +93,19 @@ def space_group_counts(structures: Iterable[Atoms], symprec: float = PRIOR_SYMPR
     counts: dict[int, Counter] = {}
     for atoms in structures:
         cell = (atoms.cell.array, atoms.get_scaled_positions(), atoms.numbers)
-        dataset = spglib.get_symmetry_dataset(cell, symprec=symprec)
+        with quiet_spglib():
+            dataset = spglib.get_symmetry_dataset(cell, symprec=symprec)
         if dataset is None:
             continue
         n_primitive = len(set(dataset.mapping_to_primitive))
         counts.setdefault(n_primitive, Counter())[int(dataset.number)] += 1
     return {n: dict(sorted(c.items())) for n, c in sorted(counts.items())}
+
+
+def is_symmetric(index: int, share: float) -> bool:
+    """Whether start ``index`` is a symmetric one when ``share`` of the starts are: spread
+    evenly, so that any first n starts hold floor(share·n) symmetric ones."""
+    return math.floor((index + 1) * share) > math.floor(index * share)
 
 
 @dataclass(frozen=True)
@@ -205,7 +214,8 @@ def symmetric_start(
 def _primitive(conventional: Atoms) -> Atoms:
     """spglib's primitive cell of pyxtal's conventional one, with its space group in ``info``."""
     cell = (conventional.cell.array, conventional.get_scaled_positions(), conventional.numbers)
-    number = spglib.get_symmetry_dataset(cell, symprec=SYMPREC).number
-    lattice, scaled, atomic_numbers = spglib.find_primitive(cell, symprec=SYMPREC)
+    with quiet_spglib():
+        number = spglib.get_symmetry_dataset(cell, symprec=SYMPREC).number
+        lattice, scaled, atomic_numbers = spglib.find_primitive(cell, symprec=SYMPREC)
     return Atoms(numbers=atomic_numbers, scaled_positions=scaled, cell=lattice, pbc=True,
                  info={"space_group": int(number)})

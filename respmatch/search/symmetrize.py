@@ -19,12 +19,15 @@ import torch
 from ase import Atoms
 from ase.spacegroup.symmetrize import prep_symmetry
 
+from respmatch.evaluate.symmetry import quiet_spglib
+
 SYMPREC = 0.01  # Å, FixSymmetry's default
 
 
 def symmetry_of(atoms: Atoms, symprec: float = SYMPREC) -> tuple[np.ndarray, np.ndarray]:
     """Fractional rotations (P, 3, 3) and the atom each operation maps each atom onto (P, N)."""
-    rotations, _, mapping = prep_symmetry(atoms, symprec=symprec)
+    with quiet_spglib():
+        rotations, _, mapping = prep_symmetry(atoms, symprec=symprec)
     return rotations, np.asarray(mapping)
 
 
