@@ -4,8 +4,9 @@ As AIRSS reports a search, the tries are grouped into distinct structures (pymat
 StructureMatcher with the CSP tolerances) and the groups ranked by the lowest Ẽ per atom among
 their members; how many tries found a structure is read as confidence in it.  Grouping goes in
 order of Ẽ, and a try is compared only with groups whose lowest Ẽ lies within ``energy_window``
-of its own: tries that reach one minimum end at one Ẽ, so the window saves nearly every
-StructureMatcher fit (the cost of grouping 500 tries) and changes few groups (docs/results.md).
+of its own: tries that reach one minimum end at one Ẽ, so the window saves most of the
+StructureMatcher fits (grouping 500 tries pairwise would take minutes per formula); two tries
+farther apart in Ẽ count as distinct even where the loose CSP tolerances would join them.
 With ``keep=K`` only the K lowest groups are formed; a try that matches none of them belongs to
 a group ranked below K and is only counted.
 """
