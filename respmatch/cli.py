@@ -105,7 +105,7 @@ def cmd_info(args) -> None:
         "best": training.get("best"),
         "parameters": sum(v.numel() for v in checkpoint["state_dict"].values()),
     }
-    print(json.dumps(summary, indent=2, default=str))
+    print(json.dumps(summary, indent=2, default=str, ensure_ascii=False))
 
 
 def cmd_generate(args) -> None:

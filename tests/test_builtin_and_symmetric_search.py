@@ -1,5 +1,7 @@
 """Symmetric and ranked searches end to end, and the pretrained models shipped in the package."""
 
+import json
+
 import numpy as np
 import pytest
 import spglib
@@ -43,7 +45,8 @@ def test_builtin_models_ship_load_and_generate(name, tmp_path, capsys):
                  "--out", str(out), "--quiet", "--option", "stage0.max_steps=5", *extra]) == 0
     assert len(read_run(out)) == 3 and "lowest distinct structures" in capsys.readouterr().out
     assert main(["info", name]) == 0
-    assert BUILTIN_MODELS[name] in capsys.readouterr().out
+    info = json.loads(capsys.readouterr().out)
+    assert info["built_in"] == BUILTIN_MODELS[name] and info["epochs_run"] == len(training["history"])
 
 
 @pytest.mark.parametrize("arguments, message", [
