@@ -30,6 +30,8 @@ from pymatgen.core import Composition
 import respmatch
 from respmatch.evaluate.crystals import evaluate_crystals
 from respmatch.evaluate.plots import plot_group_bars
+from respmatch.cli import add_cluster_options
+from respmatch.cluster import dask_client
 from respmatch.search.generate import search_compositions
 from respmatch.search.starts import composition_volume, parse_composition
 from respmatch.train import TrainConfig
@@ -124,8 +126,10 @@ def train_model(args, train):
 
 def search(model, tries: dict[str, int], args, what: str):
     started = time.perf_counter()
-    generated = list(search_compositions(model, tries, preset="crystal", seed=args.seed,
-                                         batch_size=args.search_batch_size, options=args.options))
+    with dask_client(args.workers, args.scheduler) as client:  # none: search here
+        generated = list(search_compositions(model, tries, preset="crystal", seed=args.seed,
+                                             batch_size=args.search_batch_size, options=args.options,
+                                             client=client))
     seconds = time.perf_counter() - started
     order = list(tries)  # structures come back as they finish: put them in request order
     generated.sort(key=lambda a: (order.index(a.info["composition"]), a.info["index"]))
@@ -209,6 +213,7 @@ def main() -> None:
     parser.add_argument("--skip-paper15", action="store_true", help="only the held-out formulas")
     parser.add_argument("--paper15-out", type=Path, help="default: benchmarks/out/mp20_paper15.extxyz")
     parser.add_argument("--quick", action="store_true", help="tiny smoke settings")
+    add_cluster_options(parser)
     args = parser.parse_args()
     settings = {**COMMON, **DEFAULTS[args.dataset], **(QUICK if args.quick else {})}
     for key, value in settings.items():

@@ -31,7 +31,8 @@ from respmatch.evaluate.plots import plot_group_bars
 from respmatch.search.generate import search_compositions
 from respmatch.search.spec import SEARCH_PRESETS
 from respmatch.search.relax import relax
-from respmatch.cli import _key_values
+from respmatch.cli import _key_values, add_cluster_options
+from respmatch.cluster import dask_client
 from respmatch.train import TrainConfig
 
 PAPER = "paper (original implementation): 25% strictly valid (65% lenient) on 20 C5NOH molecules"
@@ -133,6 +134,7 @@ def main() -> None:
     parser.add_argument(
         "--quick", action="store_true", help=f"smoke run: {QUICK_TRAIN_MOLECULES} molecules, {QUICK}, short stages"
     )
+    add_cluster_options(parser)
     args = parser.parse_args()
     if args.quick:
         for key, value in QUICK.items():
@@ -157,20 +159,22 @@ def main() -> None:
     compositions = pick_compositions(qm7, args.n_compositions, args.seed, model.config.elements)
     print(f"searching {args.tries} tries of each of {len(compositions)} compositions: {' '.join(compositions)}")
     started = time.perf_counter()
-    generated = list(
-        search_compositions(
-            model,
-            {formula: args.tries for formula in compositions},
-            preset="molecule",
-            seed=args.seed,
-            batch_size=args.batch_size,
-            options={
-                **SEARCH_DEFAULTS,
-                **(QUICK_STAGES if args.quick else {}),
-                **_key_values(args.search_option, "--search-option"),
-            },
+    with dask_client(args.workers, args.scheduler) as client:  # none: search here
+        generated = list(
+            search_compositions(
+                model,
+                {formula: args.tries for formula in compositions},
+                preset="molecule",
+                seed=args.seed,
+                batch_size=args.batch_size,
+                options={
+                    **SEARCH_DEFAULTS,
+                    **(QUICK_STAGES if args.quick else {}),
+                    **_key_values(args.search_option, "--search-option"),
+                },
+                client=client,
+            )
         )
-    )
     generate_seconds = time.perf_counter() - started
     generated.sort(key=lambda a: (compositions.index(a.info["composition"]), a.info["index"]))
     write(out / "generated.extxyz", generated, format="extxyz")

@@ -109,6 +109,7 @@ def cmd_info(args) -> None:
 
 
 def cmd_generate(args) -> None:
+    from respmatch.cluster import dask_client
     from respmatch.search.generate import generate
     from respmatch.search.starts import parse_volume_range
 
@@ -121,24 +122,27 @@ def cmd_generate(args) -> None:
         options["space_groups"] = args.space_groups
     if args.keep is not None and args.keep <= 0:
         raise ValueError(f"--keep must be a positive number of structures, got {args.keep}")
-    summary = generate(
-        args.model,
-        args.composition,
-        args.n,
-        args.out,
-        preset=args.preset,
-        volume_per_atom=volume,
-        seed=args.seed,
-        batch_size=args.batch_size,
-        device=args.device,
-        dtype=getattr(torch, args.dtype),
-        resume=args.resume,
-        progress=not args.quiet,
-        options=options,
-        valid_only=args.valid_only,
-        max_kicks=args.max_kicks,
-        max_tries=args.max_tries,
-    )
+    with dask_client(args.workers, args.scheduler) as client:
+        summary = generate(
+            args.model,
+            args.composition,
+            args.n,
+            args.out,
+            preset=args.preset,
+            volume_per_atom=volume,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            device=args.device,
+            dtype=getattr(torch, args.dtype),
+            resume=args.resume,
+            progress=not args.quiet,
+            options=options,
+            valid_only=args.valid_only,
+            max_kicks=args.max_kicks,
+            max_tries=args.max_tries,
+            client=client,
+            chunk_size=args.chunk_size,
+        )
     print(
         f"{summary['stored']} structures in {summary['out']} "
         f"({summary['relaxed']} relaxed now in {summary['seconds']:.1f} s, "
@@ -218,6 +222,16 @@ def cmd_demo(args) -> None:
     )
 
 
+def add_cluster_options(parser: argparse.ArgumentParser) -> None:
+    """--workers N / --scheduler ADDRESS: run on Dask workers, this process writing the results."""
+    parser.add_argument(
+        "--workers", type=int, metavar="N", help="start a local Dask cluster of N worker processes (1 thread each)"
+    )
+    parser.add_argument(
+        "--scheduler", metavar="ADDRESS", help="join a running Dask cluster, e.g. tcp://host:8786"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="respmatch", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -289,6 +303,10 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--resume", action="store_true", help="continue an interrupted run")
     generate.add_argument("--threads", type=int, help="torch CPU threads")
     generate.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_cluster_options(generate)
+    generate.add_argument(
+        "--chunk-size", type=int, help="structures per cluster task (default: four batches)"
+    )
     generate.set_defaults(func=cmd_generate)
 
     export = commands.add_parser("export", help="write a run's structures to extxyz or CIF")

@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 
@@ -67,7 +67,12 @@ class ChunkResult:
     finished: float
     load_seconds: float = 0.0  # of that, unpacking and checking the shipped model
     worker: str = ""
-    received: float = field(default=0.0)  # time.time() on the client when the result arrived
+    submitted: float = 0.0  # time.time() on the client when the chunk was submitted
+    received: float = 0.0  # and when its result arrived
+
+    def timings(self) -> dict:
+        """Everything but the results."""
+        return {k: v for k, v in asdict(self).items() if k != "results"}
 
 
 def timed_chunk(function: Callable[..., list], *args, **kwargs) -> ChunkResult:
@@ -89,13 +94,14 @@ def run_chunks(client, function: Callable[..., list], chunks: list, *shared, **o
     """
     from distributed import as_completed
 
+    submitted = time.time()
     shared_futures = [client.scatter(value, broadcast=True) for value in shared]
     futures = [
         client.submit(timed_chunk, function, chunk, *shared_futures, pure=False, **options) for chunk in chunks
     ]
     for future in as_completed(futures):
         result = future.result()
-        result.received = time.time()
+        result.submitted, result.received = submitted, time.time()
         future.release()
         yield result
 

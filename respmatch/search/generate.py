@@ -76,17 +76,24 @@ def relaxed(
     dtype,
     client=None,
     chunk_size: int | None = None,
+    chunk_log: list | None = None,
 ) -> Iterator[list[tuple[object, Atoms, Record]]]:
     """Relax the items here or on a Dask ``client``: groups of results as they complete (one
-    structure at a time here, one chunk at a time on a cluster)."""
+    structure at a time here, one chunk at a time on a cluster, its timings added to
+    ``chunk_log``)."""
     if client is None:
         relaxer = BatchRelaxer(model, batch_size=batch_size, device=device, dtype=dtype)
-        return ([result] for result in relax_items(relaxer, items))
+        for result in relax_items(relaxer, items):
+            yield [result]
+        return
     chunks = chunked(items, chunk_size or CHUNK_BATCHES * batch_size)
     results = run_chunks(
         client, relax_chunk, chunks, ShippedModel.of(model), batch_size=batch_size, device=device, dtype=dtype
     )
-    return (chunk.results for chunk in results)
+    for chunk in results:
+        if chunk_log is not None:
+            chunk_log.append(chunk.timings())
+        yield chunk.results
 
 
 def generate(
@@ -114,7 +121,8 @@ def generate(
 
     ``model``: a checkpoint path, a model, or what ``respmatch.train()`` returns.  ``client``: a
     ``distributed.Client`` to relax chunks of ``chunk_size`` structures (default four batches)
-    on its workers; the store is written here, by this process only.
+    on its workers; the store is written here, by this process only.  The summary's ``chunks``
+    holds each cluster chunk's timings (``ChunkResult.timings``).
 
     ``valid_only`` (molecules, here only): store only strictly valid molecules, ``n`` of them;
     an invalid try is kicked and relaxed again up to ``max_kicks`` times, then replaced by a
@@ -141,7 +149,7 @@ def generate(
         done = store.done_indices()
         todo = n - len(done)
         bar = tqdm(total=n, initial=n - todo, desc="generate", unit="structure", disable=not progress)
-        started, finished, converged, distinct = time.perf_counter(), 0, 0, set()
+        started, finished, converged, distinct, chunks = time.perf_counter(), 0, 0, set(), []
         if valid_only:
             counts = ValidSearchCounts()
             found = valid_molecules(
@@ -164,7 +172,7 @@ def generate(
                 [(atoms, record, None) for _, atoms, record in group]
                 for group in relaxed(
                     model, items, batch_size=batch_size, device=device, dtype=dtype, client=client,
-                    chunk_size=chunk_size,
+                    chunk_size=chunk_size, chunk_log=chunks,
                 )
             )
         for group in groups:
@@ -184,6 +192,7 @@ def generate(
             "converged_share": converged / finished if finished else float("nan"),
             "seconds": seconds,
             "structures_per_second": finished / seconds if seconds > 0 else float("nan"),
+            "chunks": chunks,
         }
         if valid_only and finished:
             summary.update(

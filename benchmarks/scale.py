@@ -1,0 +1,151 @@
+"""Scaling a search over Dask workers, and the single writer that stores it (issue 14).
+
+1. The same search (fixed-volume C8 cells, the paper's one-shot protocol) on a ``LocalCluster`` of
+   1 and of 2 worker processes, 1 thread each: wall time, parallel efficiency T1 / (2 T2), and
+   per-chunk overhead as a share of chunk time: scheduling (a worker idle between two chunks,
+   or before its first), model shipping (unpacking and checking the model on a worker) and
+   record return (from the end of a chunk on its worker to its arrival at the client).
+2. The writer: records per second that ``RunStore.write_many`` commits into SQLite, in chunks.
+
+Run it on a quiet machine (``/work/wt/cpuslot --both``): it times parallel work.
+
+    python benchmarks/scale.py --data-dir ../shared/data
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+from ase.build import bulk
+
+import respmatch
+from respmatch.cluster import dask_client
+from respmatch.record import Record
+from respmatch.store import RunStore
+from respmatch.train import TrainConfig
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", default="../shared/data")
+    parser.add_argument("--out-dir", default=str(Path(__file__).parent / "out" / "scale"))
+    parser.add_argument("--model", help="a trained carbon model (default: train one on diamond-72)")
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--n", type=int, default=512)
+    parser.add_argument("--composition", default="C8")
+    parser.add_argument("--volume-per-atom", default="3.8:5.6")
+    parser.add_argument("--preset", default="fixed-volume")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--chunk-size", type=int, default=64, help="structures per task (a few batches)")
+    parser.add_argument("--workers", default="1,2")
+    parser.add_argument("--records", type=int, default=20000, help="records for the writer benchmark")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    model = args.model
+    if model is None:
+        model = out_dir / "diamond.pt"
+        started = time.perf_counter()
+        structures = respmatch.read_structures(Path(args.data_dir) / "diamond" / "diamond-72.xyz")
+        respmatch.train(structures, model, config=TrainConfig(epochs=args.epochs), progress=False)
+        print(f"trained {model} ({args.epochs} epochs) in {time.perf_counter() - started:.0f} s")
+    low, _, high = args.volume_per_atom.partition(":")
+    volume = (float(low), float(high)) if high else float(low)
+
+    runs = {}
+    for workers in (int(w) for w in args.workers.split(",")):
+        runs[workers] = cluster_run(model, workers, volume, args, out_dir)
+    writer = writer_throughput(args.records, args.chunk_size)
+    report = {"settings": vars(args), "runs": runs, "writer": writer}
+    one = runs.get(1)
+    print("\n| workers | wall s | structures/s | efficiency | chunks | chunk s (median) | scheduling | "
+          "model shipping | record return | overhead |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for workers, run in runs.items():
+        efficiency = one["seconds"] / (workers * run["seconds"]) if one else float("nan")
+        run["efficiency"] = efficiency
+        shares = run["overhead"]
+        print(f"| {workers} | {run['seconds']:.1f} | {run['structures_per_second']:.1f} | {efficiency:.1%} | "
+              f"{run['chunks']} | {run['chunk_seconds_median']:.2f} | {shares['scheduling']:.2%} | "
+              f"{shares['model_shipping']:.2%} | {shares['record_return']:.2%} | {shares['total']:.2%} |")
+    print(f"\nwriter: {writer['records_per_second']:.0f} records/s into SQLite "
+          f"({writer['records']} {args.composition}-size records, chunks of {args.chunk_size}, "
+          f"{writer['seconds_per_chunk'] * 1e3:.1f} ms per chunk)")
+    (out_dir / "scale.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
+
+
+def cluster_run(model, workers: int, volume, args, out_dir: Path) -> dict:
+    """One search on a fresh local cluster, its workers warmed up (imports) before the clock."""
+    out = out_dir / f"workers{workers}.db"
+    out.unlink(missing_ok=True)
+    with dask_client(workers=workers) as client:
+        client.run(lambda: __import__("respmatch.search.generate"))
+        summary = respmatch.generate(
+            model, args.composition, args.n, out, preset=args.preset, volume_per_atom=volume,
+            batch_size=args.batch_size, progress=False, client=client, chunk_size=args.chunk_size,
+        )
+    chunks = summary["chunks"]
+    overhead = chunk_overhead(chunks)
+    print(f"{workers} worker(s): {summary['relaxed']} structures in {summary['seconds']:.1f} s, "
+          f"{summary['converged_share']:.0%} converged, {len(chunks)} chunks")
+    return {
+        "seconds": summary["seconds"],
+        "structures_per_second": summary["structures_per_second"],
+        "converged_share": summary["converged_share"],
+        "chunks": len(chunks),
+        "chunk_seconds_median": statistics.median(c["finished"] - c["started"] for c in chunks),
+        "overhead": overhead,
+    }
+
+
+def chunk_overhead(chunks: list[dict]) -> dict:
+    """Overhead shares of the total chunk time (worker clock and client clock agree: one machine).
+
+    scheduling: per worker, the time before its first chunk began (after the submit) and between
+    the end of one chunk and the start of its next; model shipping: unpacking and checking the
+    model inside chunks; record return: chunk end on the worker to its arrival at the client.
+    """
+    by_worker = defaultdict(list)
+    for chunk in chunks:
+        by_worker[chunk["worker"]].append(chunk)
+    busy = sum(c["finished"] - c["started"] for c in chunks)
+    scheduling = 0.0
+    for own in by_worker.values():
+        own.sort(key=lambda c: c["started"])
+        ends = [own[0]["submitted"]] + [c["finished"] for c in own[:-1]]
+        scheduling += sum(c["started"] - end for c, end in zip(own, ends))
+    shipping = sum(c["load_seconds"] for c in chunks)
+    returning = sum(c["received"] - c["finished"] for c in chunks)
+    shares = {"scheduling": scheduling / busy, "model_shipping": shipping / busy, "record_return": returning / busy}
+    return {**shares, "total": sum(shares.values())}
+
+
+def writer_throughput(n_records: int, chunk_size: int) -> dict:
+    """Commit n C8 cells with their records through the store, a chunk per transaction."""
+    atoms = bulk("C", "diamond", a=3.57, cubic=True)
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "writer.db"
+        with RunStore(path, {"composition": "C8", "n": n_records}) as store:
+            started = time.perf_counter()
+            for start in range(0, n_records, chunk_size):
+                store.write_many(
+                    (atoms, Record(i, 0, -1.0, True, 100, "constant-volume"), None)
+                    for i in range(start, min(start + chunk_size, n_records))
+                )
+            seconds = time.perf_counter() - started
+    chunks = -(-n_records // chunk_size)
+    return {"records": n_records, "seconds": seconds, "records_per_second": n_records / seconds,
+            "seconds_per_chunk": seconds / chunks}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,184 @@
+"""Search on a real Dask ``LocalCluster`` (two worker processes): the structures of a local run,
+and nothing lost or doubled when a worker or the client dies or a second client resumes."""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import respmatch
+from respmatch.cli import main
+from respmatch.store import RunInUseError, RunStore
+
+distributed = pytest.importorskip("distributed")
+
+FAST = {"stage0.max_steps": 20, "stage0.fmax": 1e-2}
+
+
+@pytest.fixture(scope="module")
+def client():
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster, distributed.Client(cluster) as client:
+        yield client
+
+
+def stored(path):
+    return {kv["index"]: (atoms, kv) for atoms, kv in RunStore(path, resume=True).rows()}
+
+
+def rows(path):
+    """Rows in the database file, counted by SQLite itself (0 before it exists)."""
+    try:
+        with sqlite3.connect(path) as db:
+            return db.execute("SELECT COUNT(*) FROM systems").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+
+
+def wait_for_rows(path, at_least, process=None, timeout=180):
+    deadline = time.monotonic() + timeout
+    while rows(path) < at_least and time.monotonic() < deadline:
+        assert process is None or process.poll() is None, process.stderr.read().decode()
+        time.sleep(0.05)
+    assert rows(path) >= at_least
+
+
+def exactly_once(path, n):
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT COUNT(*) FROM systems").fetchone()[0] == n
+    assert sorted(stored(path)) == list(range(n))
+
+
+def test_cluster_run_stores_what_a_local_run_stores(trained_diamond, client, tmp_path):
+    common = dict(volume_per_atom=(4.0, 6.0), seed=4, batch_size=3, progress=False, options=FAST)
+    summary = respmatch.generate(
+        trained_diamond[1], "C4", 12, tmp_path / "cluster.db", client=client, chunk_size=3, **common
+    )
+    respmatch.generate(trained_diamond[0], "C4", 12, tmp_path / "local.db", **common)
+    assert summary["stored"] == summary["relaxed"] == 12
+    on_cluster, here = stored(tmp_path / "cluster.db"), stored(tmp_path / "local.db")
+    assert sorted(on_cluster) == sorted(here) == list(range(12))
+    for index, (atoms, kv) in here.items():
+        other, other_kv = on_cluster[index]
+        np.testing.assert_allclose(other.positions, atoms.positions, atol=1e-4)
+        assert other_kv["pseudo_energy_per_atom"] == pytest.approx(kv["pseudo_energy_per_atom"], abs=1e-5)
+        assert (other_kv["steps"], other_kv["converged"]) == (kv["steps"], kv["converged"])
+
+
+def test_search_compositions_on_the_cluster(trained_diamond, client):
+    tries = {"C4": 3, "C6": 2}
+    common = dict(volume_per_atom=5.0, seed=2, batch_size=2, progress=False, options=FAST)
+    on_cluster = respmatch.search.generate.search_compositions(trained_diamond[1], tries, client=client, **common)
+    here = respmatch.search.generate.search_compositions(trained_diamond[1], tries, **common)
+    key = lambda a: (a.info["composition"], a.info["index"])  # noqa: E731
+    on_cluster, here = sorted(on_cluster, key=key), sorted(here, key=key)
+    assert [key(a) for a in on_cluster] == [key(a) for a in here] == [
+        ("C4", 0), ("C4", 1), ("C4", 2), ("C6", 0), ("C6", 1)
+    ]
+    for a, b in zip(on_cluster, here):
+        assert a.info["pseudo_energy_per_atom"] == pytest.approx(b.info["pseudo_energy_per_atom"], abs=1e-5)
+
+
+def generate_command(model, out, n, *extra):
+    return [
+        sys.executable, "-m", "respmatch.cli", "generate", "--model", str(model), "--composition", "C8",
+        "--n", str(n), "--out", str(out), "--volume-per-atom", "5", "--batch-size", "4",
+        "--option", "stage0.max_steps=60", "--threads", "1", "--quiet", *extra,
+    ]
+
+
+def resume(model, out, n, client, chunk_size=None):
+    return respmatch.generate(
+        model, "C8", n, out, volume_per_atom=5.0, batch_size=4, resume=True, progress=False,
+        options={"stage0.max_steps": 60}, client=client, chunk_size=chunk_size,
+    )
+
+
+def test_a_second_client_resuming_the_run_is_refused(trained_diamond, client, tmp_path, capsys):
+    out, n = tmp_path / "run.db", 100
+    assert main(generate_command(trained_diamond[0], out, 4)[3:]) == 0
+    first = subprocess.Popen(generate_command(trained_diamond[0], out, n, "--resume"), stderr=subprocess.PIPE)
+    try:
+        wait_for_rows(out, 5, first)  # it writes: it holds the run
+        with pytest.raises(RunInUseError, match=f"another process is writing this run \\(pid {first.pid} "):
+            resume(trained_diamond[1], out, n, client)
+        capsys.readouterr()
+        address = client.scheduler.address
+        assert main(generate_command(trained_diamond[0], out, n, "--resume", "--scheduler", address)[3:]) == 2
+        message = capsys.readouterr().err
+        assert message.count("\n") == 1 and "another process is writing this run" in message
+        assert first.wait(timeout=300) == 0
+    finally:
+        first.kill()
+        first.wait()
+        first.stderr.close()
+    exactly_once(out, n)
+
+
+def test_killed_client_resumes_without_loss_or_repeats(trained_diamond, client, tmp_path):
+    """The client (joined to the running cluster with --scheduler) is killed mid-run; a resume
+    relaxes exactly the structures it had not stored."""
+    out, n = tmp_path / "run.db", 48
+    address = client.scheduler.address
+    process = subprocess.Popen(
+        generate_command(trained_diamond[0], out, n, "--scheduler", address, "--chunk-size", "4"),
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for_rows(out, 4, process)
+        assert rows(out) < n  # still running: a real kill mid-run
+    finally:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        process.stderr.close()
+    before = stored(out)
+    assert 4 <= len(before) < n
+
+    summary = resume(trained_diamond[0], out, n, client, chunk_size=4)
+    assert summary["relaxed"] == n - len(before)
+    exactly_once(out, n)
+    after = stored(out)
+    for index, (atoms, kv) in before.items():  # stored rows are untouched
+        np.testing.assert_array_equal(after[index][0].positions, atoms.positions)
+
+
+def test_killed_worker_loses_and_doubles_nothing(trained_diamond, client, tmp_path):
+    """Kill a worker process while it relaxes a chunk: Dask reruns the chunk elsewhere."""
+    out, n = tmp_path / "run.db", 48
+    pids = client.run(os.getpid)
+    killed = {}
+
+    def kill_a_busy_worker():
+        wait_for_rows(out, 4)
+        deadline = time.monotonic() + 60
+        while not killed and time.monotonic() < deadline:
+            busy = [address for address, keys in client.processing().items() if keys and address in pids]
+            if busy:
+                killed.update(address=busy[0], rows=rows(out))
+                os.kill(pids[busy[0]], signal.SIGKILL)
+            time.sleep(0.01)
+
+    killer = threading.Thread(target=kill_a_busy_worker)
+    killer.start()
+    summary = resume(trained_diamond[1], out, n, client, chunk_size=4)  # a new run: resume allows that
+    killer.join()
+    assert killed and killed["rows"] < n  # the kill happened mid-run
+    assert summary["relaxed"] == summary["stored"] == n
+    exactly_once(out, n)
+
+
+def test_cli_workers_starts_a_local_cluster(trained_diamond, tmp_path, capsys):
+    out = tmp_path / "run.db"
+    command = generate_command(trained_diamond[0], out, 6, "--workers", "2", "--chunk-size", "2")[3:]
+    assert main(command) == 0
+    assert "6 structures" in capsys.readouterr().out
+    exactly_once(out, 6)
+    assert main([*command, "--resume", "--scheduler", "tcp://127.0.0.1:1"]) == 2
+    assert "not both" in capsys.readouterr().err
