@@ -5,7 +5,9 @@
    per-chunk overhead as a share of chunk time: scheduling (a worker idle between two chunks,
    or before its first), model shipping (unpacking and checking the model on a worker) and
    record return (from the end of a chunk on its worker to its arrival at the client).
-2. The writer: records per second that ``RunStore.write_many`` commits into SQLite, in chunks.
+2. The scheduler: no-op tasks per second through the local cluster's scheduler (the basis of the
+   projection to many workers), and the pickled size of one record (what a chunk sends back).
+3. The writer: records per second that ``RunStore.write_many`` commits into SQLite, in chunks.
 
 Run it on a quiet machine (``/work/wt/cpuslot --both``): it times parallel work.
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pickle
 import statistics
 import tempfile
 import time
@@ -78,8 +81,9 @@ def main() -> None:
               f"{run['chunks']} | {run['chunk_seconds_median']:.2f} | {shares['scheduling']:.2%} | "
               f"{shares['model_shipping']:.2%} | {shares['record_return']:.2%} | {shares['total']:.2%} |")
     print(f"\nwriter: {writer['records_per_second']:.0f} records/s into SQLite "
-          f"({writer['records']} {args.composition}-size records, chunks of {args.chunk_size}, "
-          f"{writer['seconds_per_chunk'] * 1e3:.1f} ms per chunk)")
+          f"({writer['records']} C8 records, chunks of {args.chunk_size}, "
+          f"{writer['seconds_per_chunk'] * 1e3:.1f} ms per chunk); {writer['bytes_per_record']} bytes "
+          "per pickled record")
     (out_dir / "scale.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
 
 
@@ -93,10 +97,12 @@ def cluster_run(model, workers: int, volume, args, out_dir: Path) -> dict:
             model, args.composition, args.n, out, preset=args.preset, volume_per_atom=volume,
             batch_size=args.batch_size, progress=False, client=client, chunk_size=args.chunk_size,
         )
+        tasks_per_second = scheduler_rate(client)
     chunks = summary["chunks"]
     overhead = chunk_overhead(chunks)
     print(f"{workers} worker(s): {summary['relaxed']} structures in {summary['seconds']:.1f} s, "
-          f"{summary['converged_share']:.0%} converged, {len(chunks)} chunks")
+          f"{summary['converged_share']:.0%} converged, {len(chunks)} chunks; scheduler: "
+          f"{tasks_per_second:.0f} no-op tasks/s")
     return {
         "seconds": summary["seconds"],
         "structures_per_second": summary["structures_per_second"],
@@ -104,7 +110,15 @@ def cluster_run(model, workers: int, volume, args, out_dir: Path) -> dict:
         "chunks": len(chunks),
         "chunk_seconds_median": statistics.median(c["finished"] - c["started"] for c in chunks),
         "overhead": overhead,
+        "scheduler_tasks_per_second": tasks_per_second,
     }
+
+
+def scheduler_rate(client, n_tasks: int = 2000) -> float:
+    """No-op tasks per second, submitted at once and gathered: the scheduler's own cost per task."""
+    started = time.perf_counter()
+    client.gather(client.map(abs, range(n_tasks), pure=False))
+    return n_tasks / (time.perf_counter() - started)
 
 
 def chunk_overhead(chunks: list[dict]) -> dict:
@@ -143,8 +157,9 @@ def writer_throughput(n_records: int, chunk_size: int) -> dict:
                 )
             seconds = time.perf_counter() - started
     chunks = -(-n_records // chunk_size)
+    record = Record(0, 0, -1.0, True, 100, "constant-volume")
     return {"records": n_records, "seconds": seconds, "records_per_second": n_records / seconds,
-            "seconds_per_chunk": seconds / chunks}
+            "seconds_per_chunk": seconds / chunks, "bytes_per_record": len(pickle.dumps((0, atoms, record)))}
 
 
 if __name__ == "__main__":
