@@ -84,6 +84,8 @@ def main() -> None:
           f"({writer['records']} C8 records, chunks of {args.chunk_size}, "
           f"{writer['seconds_per_chunk'] * 1e3:.1f} ms per chunk); {writer['bytes_per_record']} bytes "
           "per pickled record")
+    if one and max(runs) > 1:
+        report["projection"] = projection(runs, writer)
     (out_dir / "scale.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
 
 
@@ -104,6 +106,9 @@ def cluster_run(model, workers: int, volume, args, out_dir: Path) -> dict:
           f"{summary['converged_share']:.0%} converged, {len(chunks)} chunks; scheduler: "
           f"{tasks_per_second:.0f} no-op tasks/s")
     return {
+        "structures": summary["relaxed"],
+        "busy_seconds": sum(c["finished"] - c["started"] - c["load_seconds"] for c in chunks),
+        "overhead_seconds": overhead["fixed_seconds"],
         "seconds": summary["seconds"],
         "structures_per_second": summary["structures_per_second"],
         "converged_share": summary["converged_share"],
@@ -112,6 +117,37 @@ def cluster_run(model, workers: int, volume, args, out_dir: Path) -> dict:
         "overhead": overhead,
         "scheduler_tasks_per_second": tasks_per_second,
     }
+
+
+def projection(runs: dict, writer: dict) -> list[dict]:
+    """Throughput and efficiency at many workers, from what was measured here.
+
+    c: compute seconds per structure on one worker; o: fixed overhead seconds per chunk
+    (scheduling and model shipping on the most parallel run, per chunk); S: scheduler tasks/s;
+    R: writer records/s.  With W workers and chunks of k structures, the workers alone would
+    give W/c structures/s less o/(k c) of each chunk; the writer caps it at R and the scheduler
+    at S k.  The tail (the last chunks finishing alone) is left out: it vanishes for runs of
+    many chunks per worker.
+    """
+    one, many = runs[1], runs[max(runs)]
+    c = one["busy_seconds"] / one["structures"]
+    o = many["overhead_seconds"] / many["chunks"]
+    scheduler, writer_rate = many["scheduler_tasks_per_second"], writer["records_per_second"]
+    rows = []
+    print(f"\nprojection (c = {c * 1e3:.1f} ms/structure/worker, o = {o * 1e3:.1f} ms/chunk, "
+          f"S = {scheduler:.0f} tasks/s, R = {writer_rate:.0f} records/s)")
+    print("| workers | chunk | ideal structures/s | projected structures/s | efficiency | limited by |")
+    print("|---|---|---|---|---|---|")
+    for workers in (100, 1000):
+        for k in (16, 64, 256, 1024):
+            ideal = workers / c
+            limits = {"workers": ideal / (1 + o / (k * c)), "writer": writer_rate, "scheduler": scheduler * k}
+            limit = min(limits, key=limits.get)
+            row = {"workers": workers, "chunk": k, "ideal": ideal, "projected": limits[limit],
+                   "efficiency": limits[limit] / ideal, "limited_by": limit}
+            rows.append(row)
+            print(f"| {workers} | {k} | {ideal:.0f} | {row['projected']:.0f} | {row['efficiency']:.0%} | {limit} |")
+    return rows
 
 
 def scheduler_rate(client, n_tasks: int = 2000) -> float:
@@ -140,7 +176,7 @@ def chunk_overhead(chunks: list[dict]) -> dict:
     shipping = sum(c["load_seconds"] for c in chunks)
     returning = sum(c["received"] - c["finished"] for c in chunks)
     shares = {"scheduling": scheduling / busy, "model_shipping": shipping / busy, "record_return": returning / busy}
-    return {**shares, "total": sum(shares.values())}
+    return {**shares, "total": sum(shares.values()), "fixed_seconds": scheduling + shipping}
 
 
 def writer_throughput(n_records: int, chunk_size: int) -> dict:
