@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
+from respmatch.errors import RespmatchError
 from respmatch.model import Denoiser, load_model
 from respmatch.structures import Structures
 
@@ -26,7 +27,7 @@ class ResponseMatchingCalculator(Calculator):
         super().calculate(atoms, properties, system_changes)
         atoms = self.atoms
         if atoms.pbc.any() and not atoms.pbc.all():
-            raise ValueError("partially periodic structures are not supported")
+            raise RespmatchError("partially periodic structures are not supported")
         periodic = bool(atoms.pbc.all())
         if "stress" in properties and not periodic:
             raise PropertyNotImplementedError("stress needs a fully periodic cell")

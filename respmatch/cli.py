@@ -6,10 +6,14 @@ import argparse
 import ast
 import json
 import sys
+import traceback
 
 import torch
 
-from respmatch.io import StructureError, read_structures
+from respmatch.config import checked_options
+from respmatch.errors import RespmatchError, describe
+from respmatch.files import check_output
+from respmatch.io import read_structures
 from respmatch.labels import LabelConfig, export_labels, label_preset, with_pair_repulsion
 from respmatch.search.spec import SEARCH_PRESETS
 from respmatch.structures import Structures
@@ -25,7 +29,7 @@ def _key_values(pairs: list[str], option: str) -> dict:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep:
-            raise SystemExit(f"respmatch: {option} expects KEY=VALUE, got {pair!r}")
+            raise RespmatchError(f"{option} expects KEY=VALUE, got {pair!r}")
         stage, dot, field = key.strip().rpartition(".")
         key = stage + dot + field.replace("-", "_")
         try:
@@ -39,21 +43,16 @@ def _labels(args, structures) -> LabelConfig:
     from respmatch.train import preset_for
 
     overrides = _key_values(args.label, "--label")
-    try:
-        return with_pair_repulsion(label_preset(args.preset or preset_for(structures), **overrides), structures)
-    except TypeError as error:
-        raise SystemExit(f"respmatch: unknown --label option ({error})") from error
+    return with_pair_repulsion(label_preset(args.preset or preset_for(structures), **overrides), structures)
 
 
 def cmd_train(args) -> None:
     from respmatch.train import TrainConfig, train
 
-    structures = read_structures(args.data)
+    check_output(args.out, inputs=args.data)
     options = _key_values(args.train_option, "--train-option")
-    try:
-        config = TrainConfig(epochs=args.epochs, seed=args.seed, **options)
-    except TypeError as error:
-        raise SystemExit(f"respmatch: unknown --train-option ({error})") from error
+    config = TrainConfig(epochs=args.epochs, seed=args.seed, **checked_options(TrainConfig, options, "--train-option"))
+    structures = read_structures(args.data)
     result = train(
         structures,
         args.out,
@@ -77,6 +76,7 @@ def cmd_train(args) -> None:
 
 
 def cmd_label(args) -> None:
+    check_output(args.out, inputs=args.data)
     structures = read_structures(args.data)
     config = _labels(args, structures)
     n = export_labels(args.out, Structures.from_atoms(structures), config, seed=args.seed)
@@ -184,6 +184,10 @@ def cmd_evaluate(args) -> None:
     from respmatch.evaluate import evaluate
     from respmatch.evaluate.plots import plot_carbon_map, plot_group_bars
 
+    inputs = [path for path in (args.source, args.reference, args.training) if path]
+    for option in ("json", "plot"):
+        if getattr(args, option):
+            check_output(getattr(args, option), inputs=inputs, option=f"--{option}")
     evaluation = evaluate(args.source, args.kind, reference=args.reference, training=args.training)
     print(evaluation.table())
     if args.json:
@@ -211,7 +215,7 @@ def cmd_report(args) -> None:
 def cmd_demo(args) -> None:
     from respmatch.demo import DemoSettings, run_demo
 
-    settings = DemoSettings(**_key_values(args.option, "--option"))
+    settings = DemoSettings(**checked_options(DemoSettings, _key_values(args.option, "--option"), "--option"))
     result = run_demo(args.out, settings, progress=not args.quiet)
     print(result["table"])
     timings = result["timings"]
@@ -232,9 +236,39 @@ def add_cluster_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
+positive_int.__name__ = "positive whole number"  # how argparse names the type in its message
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with its usage errors as one line (exit code 2) like every other fault."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="respmatch", description=__doc__)
+    """The commands.  Each sets ``func`` (the command) and, where an interrupted run continues
+    with ``--resume``, ``resumable=True``; every one takes ``--debug``."""
+    parser = Parser(prog="respmatch", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="show the traceback of any error")
+    parser.set_defaults(resumable=False)
     commands = parser.add_subparsers(dest="command", required=True)
+    add_command = commands.add_parser
+
+    def command(name, **kwargs):
+        """A command that takes --debug after its name too (not overriding one given before)."""
+        sub = add_command(name, **kwargs)
+        sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+        return sub
+
+    commands.add_parser = command
 
     def add_label_options(p):
         p.add_argument("data", nargs="+", help="extxyz/xyz, CIF, CDVAE csv files or directories")
@@ -244,12 +278,12 @@ def build_parser() -> argparse.ArgumentParser:
             "--label", action="append", default=[], metavar="KEY=VALUE",
             help="override a label parameter, e.g. displacement_step=0.08 (repeatable)",
         )
-        p.add_argument("--threads", type=int, help="torch CPU threads")
+        p.add_argument("--threads", type=positive_int, help="torch CPU threads")
 
     train = commands.add_parser("train", help="train a Response Matching model")
     add_label_options(train)
     train.add_argument("--out", required=True, help="model checkpoint to write (MODEL.pt)")
-    train.add_argument("--epochs", type=int, default=400)
+    train.add_argument("--epochs", type=positive_int, default=400)
     train.add_argument(
         "--model", action="append", default=[], metavar="KEY=VALUE",
         help="override a model option, e.g. cutoff=4.0 or hidden=(32,16) (repeatable)",
@@ -260,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--resume", action="store_true", help="continue an interrupted run")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
-    train.set_defaults(func=cmd_train)
+    train.set_defaults(func=cmd_train, resumable=True)
 
     label = commands.add_parser("label", help="write one labelled set to extxyz")
     add_label_options(label)
@@ -270,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate = commands.add_parser("generate", help="random structure search on a trained model")
     generate.add_argument("--model", required=True)
     generate.add_argument("--composition", required=True, help="formula of one cell or molecule, e.g. C8")
-    generate.add_argument("--n", "--tries", dest="n", type=int, required=True,
+    generate.add_argument("--n", "--tries", dest="n", type=positive_int, required=True,
                           help="number of structures (tries) to relax")
     generate.add_argument("--keep", type=int, metavar="K",
                           help="group the converged tries into distinct structures, print the K lowest-Ẽ "
@@ -287,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--preset", choices=list(SEARCH_PRESETS))
     generate.add_argument("--volume-per-atom", help="Å³ per atom, V or a range A:B sampled evenly")
     generate.add_argument("--seed", type=int, default=0)
-    generate.add_argument("--batch-size", type=int, default=64)
+    generate.add_argument("--batch-size", type=positive_int, default=64)
     generate.add_argument("--device", default="cpu", help="cpu or cuda")
     generate.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     generate.add_argument(
@@ -301,13 +335,16 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--max-kicks", type=int, default=3, help="with --valid-only: kicks per try before a fresh start")
     generate.add_argument("--max-tries", type=int, help="with --valid-only: fresh starts at most (default 100 n)")
     generate.add_argument("--resume", action="store_true", help="continue an interrupted run")
-    generate.add_argument("--threads", type=int, help="torch CPU threads")
+    generate.add_argument("--threads", type=positive_int, help="torch CPU threads")
     generate.add_argument("--quiet", action="store_true", help="no progress bar")
     add_cluster_options(generate)
     generate.add_argument(
         "--chunk-size", type=int, help="structures per cluster task (default: four batches)"
     )
     generate.set_defaults(func=cmd_generate)
+
+
+    generate.set_defaults(func=cmd_generate, resumable=True)
 
     export = commands.add_parser("export", help="write a run's structures to extxyz or CIF")
     export.add_argument("run", help="RUN.db")
@@ -347,7 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--option", action="append", default=[], metavar="KEY=VALUE",
         help="override a demo setting, e.g. epochs=20 or tries_per_size=10",
     )
-    demo.add_argument("--threads", type=int, help="torch CPU threads")
+    demo.add_argument("--threads", type=positive_int, help="torch CPU threads")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(func=cmd_demo)
 
@@ -358,13 +395,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one command.  The one error path: an expected fault (``errors.describe``) is one line
+    on stderr and exit code 2, Ctrl-C is exit code 130 (with the ``--resume`` hint where a run
+    continues), anything else is a bug and keeps its traceback; ``--debug`` shows every one."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit:  # --help, or a usage error already printed as one line
+        return exit.code
     if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
     try:
         args.func(args)
-    except (StructureError, FileNotFoundError, FileExistsError, ValueError) as error:
-        print(f"respmatch: error: {error}", file=sys.stderr)
+    except KeyboardInterrupt:
+        if args.debug:
+            traceback.print_exc()
+        hint = "; the same command with --resume continues the run" if args.resumable else ""
+        print(f"respmatch: interrupted{hint}", file=sys.stderr)
+        return 130
+    except Exception as error:
+        message = describe(error)
+        if message is None:
+            raise
+        if args.debug:
+            traceback.print_exc()
+        print(f"respmatch: error: {' '.join(message.split())}", file=sys.stderr)
         return 2
     return 0
 

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from respmatch.errors import RespmatchError
 from respmatch.model import Denoiser, model_checksum
 from respmatch.model.checkpoint import model_from_bytes, model_to_bytes
 
@@ -28,7 +29,7 @@ def dask_client(workers: int | None = None, scheduler: str | None = None, thread
     at the end; ``scheduler="tcp://host:8786"`` joins a running cluster and leaves it running.
     """
     if workers is not None and scheduler is not None:
-        raise ValueError("give --workers N (a local cluster) or --scheduler ADDRESS (a running one), not both")
+        raise RespmatchError("give --workers N (a local cluster) or --scheduler ADDRESS (a running one), not both")
     if workers is None and scheduler is None:
         yield None
         return
@@ -38,12 +39,12 @@ def dask_client(workers: int | None = None, scheduler: str | None = None, thread
         try:
             client = Client(scheduler, timeout="30s")
         except OSError as error:
-            raise ValueError(f"cannot reach the Dask scheduler at {scheduler}: {error}") from None
+            raise RespmatchError(f"cannot reach the Dask scheduler at {scheduler}: {error}") from None
         with client:
             yield client
         return
     if workers < 1:
-        raise ValueError(f"--workers must be at least 1, got {workers}")
+        raise RespmatchError(f"--workers must be at least 1, got {workers}")
     cluster = LocalCluster(
         n_workers=workers, threads_per_worker=threads_per_worker, processes=True, dashboard_address=None
     )
@@ -54,7 +55,7 @@ def dask_client(workers: int | None = None, scheduler: str | None = None, thread
 def chunked(items: Sequence, size: int) -> list[list]:
     """Consecutive chunks of ``size`` items (the last one shorter)."""
     if size <= 0:
-        raise ValueError(f"chunk size must be positive, got {size}")
+        raise RespmatchError(f"chunk size must be positive, got {size}")
     return [list(items[start:start + size]) for start in range(0, len(items), size)]
 
 
@@ -131,7 +132,7 @@ class ShippedModel:
             if model is None:
                 model = model_from_bytes(self.data, device, dtype)
                 if model_checksum(model) != self.sha256:
-                    raise ValueError(f"the model arrived damaged (checksum differs from {self.sha256[:12]})")
+                    raise RespmatchError(f"the model arrived damaged (checksum differs from {self.sha256[:12]})")
                 _loaded.clear()  # one model at a time per worker
                 _loaded[key] = model
         _load_seconds.value = getattr(_load_seconds, "value", 0.0) + time.perf_counter() - started

@@ -16,6 +16,7 @@ from ase.io import write
 
 from respmatch.evaluate.carbon import evaluate_carbon
 from respmatch.evaluate.plots import plot_carbon_map
+from respmatch.files import atomic_write_bytes
 from respmatch.model import model_checksum
 from respmatch.reporting import from_structures, report
 from respmatch.search.generate import search_compositions
@@ -76,7 +77,7 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), progr
     started = time.perf_counter()
     evaluation = evaluate_carbon(structures)
     table = evaluation.table()
-    (out_dir / "evaluation.txt").write_text(table + "\n")
+    atomic_write_bytes(out_dir / "evaluation.txt", (table + "\n").encode())
     evaluation.write_json(out_dir / "evaluation.json")
     plot_carbon_map(evaluation, out_dir / "carbon_map.png")
     timings["evaluate_s"] = time.perf_counter() - started

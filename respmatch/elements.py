@@ -6,6 +6,8 @@ from collections.abc import Iterable
 
 from ase.data import chemical_symbols
 
+from respmatch.errors import RespmatchError
+
 MAX_Z = 94  # Pu; heavier elements have (almost) no data to train on
 
 
@@ -16,7 +18,7 @@ def symbols(numbers: Iterable[int]) -> str:
     )
 
 
-def missing_elements_error(missing: Iterable[int], known: Iterable[int]) -> ValueError:
-    return ValueError(
+def missing_elements_error(missing: Iterable[int], known: Iterable[int]) -> RespmatchError:
+    return RespmatchError(
         f"the model was not trained on element(s) {symbols(missing)}; it knows {symbols(known)}"
     )

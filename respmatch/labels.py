@@ -17,8 +17,10 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import write
 
-from respmatch.config import PlainDict
+from respmatch.config import PlainDict, checked_options
 from respmatch.elements import MAX_Z
+from respmatch.errors import RespmatchError
+from respmatch.files import atomic_path
 from respmatch.neighbors import neighbor_pairs
 from respmatch.structures import Structures
 
@@ -58,8 +60,8 @@ LABEL_PRESETS = {
 
 def label_preset(name: str, **overrides) -> LabelConfig:
     if name not in LABEL_PRESETS:
-        raise ValueError(f"unknown label preset {name!r} (choose from {sorted(LABEL_PRESETS)})")
-    return replace(LABEL_PRESETS[name], **overrides)
+        raise RespmatchError(f"unknown label preset {name!r} (choose from {sorted(LABEL_PRESETS)})")
+    return replace(LABEL_PRESETS[name], **checked_options(LabelConfig, overrides, "--label"))
 
 
 @dataclass
@@ -284,5 +286,6 @@ def export_labels(path, structures: Structures, config: LabelConfig, seed: int =
     generator = torch.Generator().manual_seed(seed)
     labelled = draw_labels(structures, config, generator)
     frames = labelled.to_atoms()
-    write(path, frames, format="extxyz")
+    with atomic_path(path) as temporary:
+        write(temporary, frames, format="extxyz")
     return len(frames)

@@ -33,15 +33,15 @@ from ase import Atoms
 from ase.db.sqlite import SQLite3Database
 from ase.io import write as ase_write
 
+from respmatch.config import parameter_differences
+from respmatch.errors import RespmatchError
+from respmatch.files import atomic_path, check_output
 from respmatch.record import RECORD_KEYS, Record
 
 # Parameters that may differ between a run and its resumption; n may only grow (extend a run).
 RESUME_MAY_CHANGE = frozenset({"batch_size", "device", "threads", "n", "model"})
 
 EXPORT_FORMATS = {".cif": "cif", ".extxyz": "extxyz", ".xyz": "extxyz"}
-
-_MISSING = "<missing>"
-
 
 def _connect(path_or_url: str | Path):
     """Open the database: URLs (postgresql://...) pass through, any plain path is SQLite.
@@ -52,7 +52,17 @@ def _connect(path_or_url: str | Path):
     name = str(path_or_url)
     if "://" in name:
         return ase.db.connect(name)
+    path = Path(name)
+    if path.is_dir():
+        raise RespmatchError(f"{name}: is a folder, not a run database; give a file name")
+    if path.is_file() and path.stat().st_size and not _is_sqlite(path):
+        raise RespmatchError(f"{name}: not a run database (SQLite); choose another file")
     return ase.db.connect(name, type="db", use_lock_file=False)
+
+
+def _is_sqlite(path: Path) -> bool:
+    with path.open("rb") as file:
+        return file.read(16) == b"SQLite format 3\x00"
 
 
 def _plain(value):
@@ -82,16 +92,11 @@ def _run_id(parameters: dict) -> str:
 
 def _check_resume(path: str, stored: dict, given: dict) -> None:
     """Refuse to resume with parameters that define a different run, or with a smaller n."""
-    keys = (stored.keys() | given.keys()) - RESUME_MAY_CHANGE
-    differ = sorted(k for k in keys if stored.get(k, _MISSING) != given.get(k, _MISSING))
-    if differ:
-        details = "; ".join(
-            f"{k}: stored {stored.get(k, _MISSING)!r}, given {given.get(k, _MISSING)!r}"
-            for k in differ
-        )
-        raise ValueError(f"{path}: cannot resume, the run parameters differ: {details}")
+    details = parameter_differences(stored, given, RESUME_MAY_CHANGE)
+    if details:
+        raise RespmatchError(f"{path}: cannot resume, the run parameters differ: {details}")
     if "n" in stored and "n" in given and given["n"] < stored["n"]:
-        raise ValueError(
+        raise RespmatchError(
             f"{path}: cannot resume with n={given['n']}: the run asks for n={stored['n']} "
             "structures and n may only grow"
         )
@@ -154,7 +159,7 @@ def _acquire_writer(filename: str) -> str:
             con.execute(_UNIQUE_INDEX)
         except sqlite3.IntegrityError:
             con.execute("ROLLBACK")
-            raise ValueError(f"{filename}: holds some structure index twice (a damaged run)") from None
+            raise RespmatchError(f"{filename}: holds some structure index twice (a damaged run)") from None
         con.execute("COMMIT")
     finally:
         con.close()
@@ -181,6 +186,7 @@ class RunStore:
         self, path_or_url: str | Path, parameters: dict | None = None, resume: bool = False
     ):
         self.path = str(path_or_url)
+        self._created = "://" not in self.path and not Path(self.path).exists()
         self.db = _connect(self.path)
         stored = self.db.metadata
         count = self.db.count()
@@ -194,7 +200,7 @@ class RunStore:
             self._parameters = stored
         else:
             if not isinstance(self.db, SQLite3Database):
-                raise ValueError(f"{self.path}: a run is written to an SQLite file (one writer per run is enforced there)")
+                raise RespmatchError(f"{self.path}: a run is written to an SQLite file (one writer per run is enforced there)")
             self._parameters = _plain(parameters)
             if stored:
                 _check_resume(self.path, stored, self._parameters)
@@ -214,8 +220,11 @@ class RunStore:
     def __enter__(self) -> RunStore:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, kind, error, traceback) -> None:
         self.close()
+        if kind is not None and self._created and not self._done:
+            # A run that failed before storing anything leaves no database that holds nothing.
+            Path(self.path).unlink(missing_ok=True)
 
     @property
     def metadata(self) -> dict:
@@ -280,10 +289,10 @@ def export(db_path: str | Path, out_path: str | Path, *, only_converged: bool = 
 
     Everything is read and checked before the file is opened, so a refused export writes nothing.
     """
-    out_path = Path(out_path)
+    out_path = check_output(out_path, inputs=[] if "://" in str(db_path) else [db_path])
     fmt = EXPORT_FORMATS.get(out_path.suffix.lower())
     if fmt is None:
-        raise ValueError(
+        raise RespmatchError(
             f"{out_path}: unknown suffix {out_path.suffix!r}; supported: "
             + ", ".join(sorted(EXPORT_FORMATS))
         )
@@ -292,10 +301,11 @@ def export(db_path: str | Path, out_path: str | Path, *, only_converged: bool = 
         if only_converged and not atoms.info["converged"]:
             continue
         if fmt == "cif" and not atoms.pbc.all():
-            raise ValueError(
+            raise RespmatchError(
                 f"{out_path}: structure {atoms.info['index']} is not periodic and CIF holds only "
                 "crystals; export to .xyz instead"
             )
         images.append(atoms)
-    ase_write(out_path, images, format=fmt)
+    with atomic_path(out_path) as temporary:
+        ase_write(temporary, images, format=fmt)
     return len(images)

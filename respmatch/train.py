@@ -12,8 +12,8 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+import zipfile
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -22,6 +22,9 @@ from scipy.optimize import nnls
 from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
+from respmatch.config import checked_options, parameter_differences
+from respmatch.errors import RespmatchError
+from respmatch.files import atomic_save, check_output, temporary_path
 from respmatch.io import is_periodic
 from respmatch.labels import (
     LabelConfig,
@@ -31,12 +34,14 @@ from respmatch.labels import (
     with_pair_repulsion,
 )
 from respmatch.model import Denoiser, ModelConfig, save_model
-from respmatch.model.checkpoint import atomic_save
 from respmatch.neighbors import build_graph, neighbor_pairs
+from respmatch.sanity import check_epoch, check_learnt, check_structures, data_checksum
 from respmatch.search.symmetric import space_group_counts
 from respmatch.structures import Structures
 
 VALIDATION_SEED_OFFSET = 1_000_003
+# Training options a resumed run may change (it may be given more epochs or more patience).
+TRAIN_MAY_CHANGE = frozenset({"train.epochs", "train.early_stop_patience"})
 
 
 @dataclass
@@ -92,7 +97,7 @@ def preset_for(structures: list[Atoms]) -> str:
     """'crystal' if every structure is periodic, 'molecule' if none is."""
     kinds = {is_periodic(a) for a in structures}
     if len(kinds) > 1:
-        raise ValueError("training data mixes molecules and crystals: choose --preset explicitly")
+        raise RespmatchError("training data mixes molecules and crystals: choose --preset explicitly")
     return "crystal" if kinds == {True} else "molecule"
 
 
@@ -134,7 +139,7 @@ def copy_weights(noise_level: torch.Tensor, noise_weighting: str) -> torch.Tenso
         return torch.ones_like(noise_level)
     if noise_weighting == "inverse-variance":
         return noise_level.clamp(min=1.0) ** -2
-    raise ValueError(f"unknown noise_weighting {noise_weighting!r} (choose from {NOISE_WEIGHTINGS})")
+    raise RespmatchError(f"unknown noise_weighting {noise_weighting!r} (choose from {NOISE_WEIGHTINGS})")
 
 
 def loss_terms(
@@ -191,6 +196,18 @@ def evaluate(model: Denoiser, labelled: LabelledStructures, config: TrainConfig)
     return result
 
 
+def run_identity(structures, preset, label_config, model_config, config) -> dict:
+    """What a resumed run must share with the state it continues: the data (by checksum) and
+    every label, model and training option, as one flat dict."""
+    return {
+        "data_sha256": data_checksum(structures),
+        "preset": preset,
+        **{f"label.{k}": v for k, v in label_config.to_dict().items()},
+        **{f"model.{k}": v for k, v in model_config.to_dict().items()},
+        **{f"train.{k}": v for k, v in asdict(config).items()},
+    }
+
+
 def train(
     structures: list[Atoms],
     out: str | os.PathLike,
@@ -206,23 +223,33 @@ def train(
     """Train a Response Matching model on equilibrium ``structures`` and save it to ``out``."""
     config = config or TrainConfig()
     copy_weights(torch.ones(1), config.noise_weighting)  # refuse an unknown weighting up front
+    if config.epochs < 1 or config.batch_size < 1:
+        raise RespmatchError(
+            f"epochs ({config.epochs}) and batch_size ({config.batch_size}) must be at least 1"
+        )
+    out = check_output(out)
+    if out.exists() and not zipfile.is_zipfile(out):
+        raise RespmatchError(f"--out {out}: exists and is not a respmatch model; not overwriting it")
     # Early float32 gradients underflow into denormals, which the CPU handles ~10x slower:
     # flushing them to zero halved the first epochs in the profile and changes no result.
     torch.set_flush_denormal(True)
     if not structures:
-        raise ValueError("no training structures")
+        raise RespmatchError("no training structures")
     preset = preset or preset_for(structures)
     label_config = with_pair_repulsion(label_config or label_preset(preset), structures)
-    out = Path(out)
     state_path = out.with_name(out.name + ".state")
+    for path in (out, state_path):  # left by a run killed while it wrote them
+        temporary_path(path).unlink(missing_ok=True)
 
     train_set, val_set = split_structures(structures, config)
     elements = tuple(sorted({int(z) for a in structures for z in a.numbers}))
-    options = {"elements": elements, **(model_options or {})}
+    options = {"elements": elements, **checked_options(ModelConfig, model_options or {}, "--model")}
+    model_config = ModelConfig(**options)
+    check_structures(structures, model_config.cutoff)
     if "avg_neighbors" not in options:
-        options["avg_neighbors"] = mean_neighbors(train_set, options.get("cutoff", 4.5))
+        model_config = replace(model_config, avg_neighbors=mean_neighbors(train_set, model_config.cutoff))
     torch.manual_seed(config.seed)
-    model = Denoiser(ModelConfig(**options)).to(dtype)
+    model = Denoiser(model_config).to(dtype)
     model.element_volumes.copy_(torch.as_tensor(fit_element_volumes(structures, elements)))
     train_structures = Structures.from_atoms(train_set, dtype=dtype)
     sample = draw_labels(train_structures, label_config, torch.Generator().manual_seed(config.seed))
@@ -236,21 +263,35 @@ def train(
         threshold=config.min_improvement,  # the same notion of "better" as early stopping
     )
     history, best, start_epoch = [], {"loss": math.inf, "epoch": -1}, 0
-    initial = {}
+    initial, best_weights = {}, None
+    identity = run_identity(structures, preset, label_config, model.config, config)
     if resume and state_path.exists():
         try:
             state = torch.load(state_path, map_location="cpu", weights_only=True)
+        except Exception as error:
+            raise RespmatchError(f"{state_path}: unreadable training state, cannot resume: {error}") from error
+        if "identity" not in state:
+            raise RespmatchError(
+                f"{state_path}: written by an older respmatch that did not record its data and "
+                "options; train afresh without --resume"
+            )
+        details = parameter_differences(state["identity"], identity, TRAIN_MAY_CHANGE)
+        if details:
+            raise RespmatchError(
+                f"{state_path}: cannot resume, this state belongs to another run: {details}"
+            )
+        try:
             model.load_state_dict(state["model"])
             ema.load_state_dict(state["ema"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
         except Exception as error:  # corrupt file, or a run with other model options
-            raise ValueError(
+            raise RespmatchError(
                 f"{state_path}: cannot resume from this training state "
                 f"(was it written with other options?): {error}"
             ) from error
         history, best, start_epoch = state["history"], state["best"], state["epoch"] + 1
-        initial = state["initial"]
+        initial, best_weights = state["initial"], state["best_weights"]
 
     validation = draw_labels(
         Structures.from_atoms(val_set, dtype=dtype),
@@ -296,10 +337,9 @@ def train(
             ema.update_parameters(model)
             train_loss += float(loss.detach())
             n_steps += 1
-        if not math.isfinite(train_loss):
-            raise FloatingPointError(f"training diverged at epoch {epoch} (loss {train_loss})")
         ema.module.eval()
         metrics = evaluate(ema.module, validation, config)
+        check_epoch(epoch, train_loss, metrics["loss"], initial)
         scheduler.step(metrics["loss"])
         record = {
             "epoch": epoch,
@@ -311,12 +351,7 @@ def train(
         history.append(record)
         if metrics["loss"] < best["loss"] * (1 - config.min_improvement):
             best = {"loss": metrics["loss"], "epoch": epoch, **record}
-            save_model(
-                out,
-                ema.module,
-                label_config=label_config.to_dict(),
-                training={**meta, "best": best, "history": history},
-            )
+            best_weights = {k: v.detach().clone() for k, v in ema.module.state_dict().items()}
         atomic_save(
             {
                 "model": model.state_dict(),
@@ -326,6 +361,8 @@ def train(
                 "history": history,
                 "best": best,
                 "initial": initial,
+                "best_weights": best_weights,
+                "identity": identity,
                 "epoch": epoch,
             },
             state_path,
@@ -336,10 +373,11 @@ def train(
             lr=f"{record['lr']:.1e}",
         )
     bar.close()
+    check_learnt(history, best, initial, config.min_improvement)
     final = ema.module
-    if best["epoch"] >= 0:
-        final.load_state_dict(torch.load(out, weights_only=True)["state_dict"])
-    # Rewrite the best model with the complete history (including epochs after the best one).
+    final.load_state_dict(best_weights)
+    # The model file is written once, at the end, only for a model that learnt something: a
+    # failed or interrupted run leaves an earlier file at ``out`` as it was.
     save_model(
         out,
         final,

@@ -20,15 +20,15 @@ def crystal_file(tmp_path):
 def test_train_info_and_use(crystal_file, tmp_path, capsys):
     model = tmp_path / "model.pt"
     code = main([
-        "train", str(crystal_file), "--out", str(model), "--epochs", "2", "--quiet",
-        "--label", "noise_levels=(0, 2)", "--label", "strain_scales=(0.0,)",
-        "--model", "cutoff=3.0", "--train-option", "batch_size=2",
+        "train", str(crystal_file), "--out", str(model), "--epochs", "3", "--quiet",
+        "--label", "noise_levels=(0, 1, 2, 4)", "--label", "strain_scales=(-0.05, 0.0, 0.05)",
+        "--model", "cutoff=3.0", "--train-option", "batch_size=4",
     ])
     assert code == 0
     assert "validation force RMSE" in capsys.readouterr().out
     checkpoint = torch.load(model, weights_only=True)
     assert checkpoint["training"]["preset"] == "crystal"
-    assert checkpoint["label_config"]["noise_levels"] == [0, 2]
+    assert checkpoint["label_config"]["noise_levels"] == [0, 1, 2, 4]
     assert main(["info", str(model)]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["elements"] == [6] and info["model_config"]["cutoff"] == 3.0
@@ -59,9 +59,10 @@ def test_bad_input_is_a_clear_error(tmp_path, capsys):
     assert "empty.xyz" in error and "empty" in error
 
 
-def test_unknown_override_is_rejected(crystal_file, tmp_path):
-    with pytest.raises(SystemExit, match="unknown --label"):
-        main(["label", str(crystal_file), "--out", str(tmp_path / "x.extxyz"), "--label", "nope=1"])
+def test_unknown_override_is_rejected(crystal_file, tmp_path, capsys):
+    assert main(["label", str(crystal_file), "--out", str(tmp_path / "x.extxyz"), "--label", "nope=1"]) == 2
+    assert "--label: unknown option 'nope'" in capsys.readouterr().err
+    assert not (tmp_path / "x.extxyz").exists()
 
 
 def test_override_keys_keep_stage_names_with_dashes():

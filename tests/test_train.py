@@ -1,5 +1,7 @@
 """Training end to end on a diamond cell built in code: the loss falls, the model denoises."""
 
+from contextlib import suppress
+
 import numpy as np
 import pytest
 import torch
@@ -7,6 +9,7 @@ from ase.build import bulk
 from ase.optimize import FIRE
 
 import respmatch
+from respmatch.errors import RespmatchError
 from respmatch.labels import label_preset
 from respmatch.train import TrainConfig, fit_element_volumes, preset_for
 
@@ -55,7 +58,8 @@ def test_resume_continues_where_it_stopped(diamond, tmp_path):
     labels = label_preset("crystal", noise_levels=(0, 2), strain_scales=(0.0,))
     common = dict(label_config=labels, progress=False, model_options={"cutoff": 3.0})
     full = respmatch.train([diamond], tmp_path / "full.pt", config=TrainConfig(epochs=4), **common)
-    respmatch.train([diamond], path, config=TrainConfig(epochs=2), **common)
+    with suppress(RespmatchError):  # two epochs may not beat the untrained model: no model, but a state
+        respmatch.train([diamond], path, config=TrainConfig(epochs=2), **common)
     resumed = respmatch.train([diamond], path, config=TrainConfig(epochs=4), resume=True, **common)
     assert [h["epoch"] for h in resumed.history] == [0, 1, 2, 3]
     for a, b in zip(full.history, resumed.history):
@@ -82,8 +86,9 @@ def test_preset_inferred_from_periodicity(diamond):
 def test_resume_with_other_model_options_is_a_clear_error(diamond, tmp_path):
     path = tmp_path / "m.pt"
     labels = label_preset("crystal", noise_levels=(0, 2), strain_scales=(0.0,))
-    respmatch.train([diamond], path, config=TrainConfig(epochs=1), label_config=labels,
-                    progress=False, model_options={"cutoff": 3.0})
+    with suppress(RespmatchError):  # one epoch may not beat the untrained model
+        respmatch.train([diamond], path, config=TrainConfig(epochs=1), label_config=labels,
+                        progress=False, model_options={"cutoff": 3.0})
     with pytest.raises(ValueError, match="cannot resume"):
         respmatch.train([diamond], path, config=TrainConfig(epochs=2), label_config=labels,
                         progress=False, model_options={"cutoff": 3.0, "n_radial": 4}, resume=True)

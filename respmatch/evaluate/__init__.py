@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ase import Atoms
 
+from respmatch.errors import RespmatchError
 from respmatch.evaluate.load import load_generated
 from respmatch.evaluate.result import Evaluation
 
@@ -22,7 +23,7 @@ def evaluate(
 ) -> Evaluation:
     """Evaluate generated structures (a run database, a structure file or Atoms) of one kind."""
     if kind not in KINDS:
-        raise ValueError(f"unknown kind {kind!r} (choose from {', '.join(KINDS)})")
+        raise RespmatchError(f"unknown kind {kind!r} (choose from {', '.join(KINDS)})")
     structures = load_generated(source)
     reference = load_generated(reference) if reference is not None else None
     training = load_generated(training) if training is not None else None

@@ -22,6 +22,7 @@ from ase.build import bulk
 from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.io.ase import AseAtomsAdaptor
 
+from respmatch.errors import RespmatchError
 from respmatch.evaluate.crystals import MATCHER_TOLERANCES
 from respmatch.evaluate.result import Evaluation, share
 from respmatch.record import judged_fields
@@ -148,9 +149,9 @@ def evaluate_carbon(structures: list[Atoms], reference: list[Atoms] | None = Non
     records, pymatgen_structures, keys, symmetry_keys = [], [], [], []
     for k, atoms in enumerate(structures):
         if set(atoms.get_chemical_symbols()) != {"C"}:
-            raise ValueError(f"structure {atoms.info.get('index', k)} is not pure carbon: {atoms.get_chemical_formula()}")
+            raise RespmatchError(f"structure {atoms.info.get('index', k)} is not pure carbon: {atoms.get_chemical_formula()}")
         if not atoms.pbc.all():
-            raise ValueError(f"structure {atoms.info.get('index', k)} is not periodic: carbon evaluation needs a cell")
+            raise RespmatchError(f"structure {atoms.info.get('index', k)} is not periodic: carbon evaluation needs a cell")
         coordination = coordination_label(coordination_numbers(atoms))
         key = symmetry_key(atoms)
         symmetry_keys.append(key)

@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from ase import Atoms
-from ase.io import read as ase_read
 
 from respmatch.io import StructureError, read_structures
 from respmatch.store import read_run
@@ -27,11 +26,6 @@ def load_generated(source: str | Path | list[Atoms]) -> list[Atoms]:
         if not structures:
             raise StructureError(f"{path}: the run database holds no structures")
         return structures
-    if path.suffix.lower() in (".xyz", ".extxyz"):
-        # Not read_structures: generated structures that failed (overlapping atoms) must still be
-        # counted as failures, not refused at the door.
-        structures = ase_read(path, index=":")
-        if not structures:
-            raise StructureError(f"{path}: empty file (no structure found)")
-        return structures
+    # No overlap check: generated structures whose atoms collapsed onto each other must still be
+    # counted as failures, not refused at the door.
     return read_structures(path, min_distance=0.0)

@@ -10,6 +10,7 @@ matplotlib.use("Agg")  # files only: works on headless machines and in CI
 import matplotlib.pyplot as plt  # noqa: E402
 
 from respmatch.evaluate.result import Evaluation  # noqa: E402
+from respmatch.files import atomic_path  # noqa: E402
 
 ALLOTROPE_MARKERS = {"diamond": "o", "lonsdaleite": "s", "graphite-AB": "^", "graphite-AA": "v"}
 COORDINATION_COLOURS = {"sp3": "tab:blue", "sp2": "tab:red", "mixed": "tab:purple", "other": "tab:gray"}
@@ -68,6 +69,9 @@ def plot_group_bars(evaluation: Evaluation, metrics: list[str], path: str | Path
 def _save(figure, path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, bbox_inches="tight")
-    plt.close(figure)
+    try:
+        with atomic_path(path) as temporary:
+            figure.savefig(temporary, format=path.suffix.lstrip(".") or "png", bbox_inches="tight")
+    finally:
+        plt.close(figure)
     return path

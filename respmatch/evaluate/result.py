@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from respmatch.files import atomic_write_bytes
+
 
 @dataclass
 class Evaluation:
@@ -23,7 +25,8 @@ class Evaluation:
         return {"kind": self.kind, "summary": self.summary, "groups": self.groups, "records": self.records}
 
     def write_json(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=1, default=_json_default) + "\n")
+        text = json.dumps(self.to_dict(), indent=1, default=_json_default) + "\n"
+        atomic_write_bytes(path, text.encode())
 
     def table(self) -> str:
         """The summary, then one row per group, as aligned plain text."""

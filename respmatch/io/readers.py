@@ -105,10 +105,18 @@ def _cif_blocks(text: str) -> list[tuple[str, str]]:
     return [((part.split() or [""])[0], "data_" + part) for part in parts]
 
 
+_CELL_TAGS = tuple(f"_cell_length_{x}" for x in "abc") + tuple(
+    f"_cell_angle_{x}" for x in ("alpha", "beta", "gamma")
+)
+
+
 def _atoms_from_cif(text: str, where: str) -> Atoms:
     """Parse CIF text holding exactly one structure into periodic ASE Atoms."""
     if not text.strip():
         raise StructureError(f"{where}: empty CIF text")
+    missing = [tag for tag in _CELL_TAGS if tag not in text.lower()]
+    if missing:  # else pymatgen's message is "cannot reshape array of size 1 into shape (3,3)"
+        raise StructureError(f"{where}: no unit cell (missing {', '.join(missing)})")
     with warnings.catch_warnings():
         # pymatgen only warns about e.g. unknown elements; they are checked below
         warnings.simplefilter("ignore")

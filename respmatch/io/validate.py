@@ -9,12 +9,13 @@ import numpy as np
 from ase import Atoms
 
 from respmatch.elements import MAX_Z
+from respmatch.errors import RespmatchError
 from respmatch.neighbors import neighbor_pairs
 
 MIN_CELL_VOLUME = 1e-6  # |det(cell)| below this means there is no usable cell
 
 
-class StructureError(ValueError):
+class StructureError(RespmatchError):
     """A structure or file that cannot be used; the message names file, record and problem."""
 
 

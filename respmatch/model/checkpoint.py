@@ -7,23 +7,19 @@ import hashlib
 import io
 import json
 import os
+import pickle
+import zipfile
 from pathlib import Path
 
 import torch
 
 from respmatch.builtin import model_path
+from respmatch.errors import RespmatchError
+from respmatch.files import atomic_save
 from respmatch.model.denoiser import Denoiser, ModelConfig
 
 FORMAT = "respmatch-model"
 VERSION = 1
-
-
-def atomic_save(obj, path) -> None:
-    """torch.save to a temporary file, then rename: an interrupted save leaves the old file."""
-    path = Path(path)
-    temporary = path.with_name(path.name + ".tmp")
-    torch.save(obj, temporary)
-    os.replace(temporary, path)
 
 
 def checkpoint_of(model: Denoiser, *, label_config: dict | None = None, training: dict | None = None) -> dict:
@@ -47,17 +43,57 @@ def save_model(path, model: Denoiser, *, label_config: dict | None = None, train
 
 
 def load_checkpoint(path) -> dict:
-    """The checkpoint of a file or of a built-in model's name (``respmatch.builtin``)."""
-    path = model_path(path)
+    """The checkpoint of a file or of a built-in model's name (``respmatch.builtin``); any file
+    that is not one is refused with the reason, and nothing pickled is ever run."""
+    path = Path(model_path(path))
+    if path.is_dir():
+        raise RespmatchError(f"{path}: is a folder, not a model file")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such model file")
+    if not zipfile.is_zipfile(path):  # torch.save writes zip archives
+        raise RespmatchError(f"{path}: not a respmatch model: {_what_file(path)}")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise RespmatchError(
+            f"{path}: not a respmatch model: it holds pickled Python objects, not plain values and "
+            "tensors, and respmatch never runs code from a file"
+        ) from error
     except Exception as error:  # torch raises several types for corrupt or foreign files
-        raise ValueError(f"{path}: not a readable respmatch checkpoint ({error})") from error
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise RespmatchError(f"{path}: not a readable respmatch model ({reason})") from error
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a respmatch model checkpoint")
+        raise RespmatchError(f"{path}: not a respmatch model (a torch file of some other program)")
     return checkpoint
+
+
+def _what_file(path: Path) -> str:
+    head = path.read_bytes()[:512]
+    if not head:
+        return "the file is empty"
+    if head[:1] == b"\x80":
+        return "an old-style pickle, which respmatch never loads (it could run code)"
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return "an unknown binary file"
+    return "a text file"
+
+
+def torch_device(name: str) -> torch.device:
+    """The device ``name`` names, refused with one line if it is unknown or not present."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        raise RespmatchError(f"--device {name}: unknown device; use cpu or cuda") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RespmatchError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise RespmatchError(f"--device {name}: there are only {torch.cuda.device_count()} CUDA devices")
+    elif device.type != "cpu":
+        raise RespmatchError(f"--device {name}: respmatch runs on cpu or cuda")
+    return device
 
 
 def model_from_checkpoint(checkpoint: dict, device="cpu", dtype=torch.float32) -> Denoiser:
@@ -68,6 +104,7 @@ def model_from_checkpoint(checkpoint: dict, device="cpu", dtype=torch.float32) -
 
 def load_model(path, device="cpu", dtype=torch.float32) -> Denoiser:
     """The trained denoiser, in eval mode; ``model.checkpoint`` keeps the rest of the file."""
+    torch_device(device)  # an unknown or absent device fails before the file is read
     checkpoint = load_checkpoint(path)
     model = model_from_checkpoint(checkpoint, device, dtype)
     model.checkpoint = {k: v for k, v in checkpoint.items() if k != "state_dict"}

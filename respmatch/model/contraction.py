@@ -22,6 +22,7 @@ import math
 import torch
 from torch import nn
 
+from respmatch.errors import RespmatchError
 from respmatch.model.angular import monomial_exponents
 
 # (einsum over the full tensors T_l1, T_l2, T_l3, the three degrees).
@@ -52,7 +53,7 @@ class SymmetricContraction(nn.Module):
     def __init__(self, l_max: int, nu_max: int):
         super().__init__()
         if not 1 <= nu_max <= 3:
-            raise ValueError(f"nu_max must be 1, 2 or 3 (got {nu_max})")
+            raise RespmatchError(f"nu_max must be 1, 2 or 3 (got {nu_max})")
         self.l_max, self.nu_max = int(l_max), int(nu_max)
         exponents = monomial_exponents(l_max)
         # T_l·T_l = Σ_m (l! / a!b!c!)·A_m²: each monomial stands for that many tensor entries.

@@ -24,6 +24,7 @@ from torch import nn
 
 from respmatch.config import PlainDict
 from respmatch.elements import MAX_Z, missing_elements_error
+from respmatch.errors import RespmatchError
 from respmatch.model.angular import CartesianAngularBasis
 from respmatch.model.contraction import SymmetricContraction
 from respmatch.model.radial import BesselRadialBasis
@@ -78,7 +79,7 @@ class Denoiser(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         if not config.elements or not all(1 <= z <= MAX_Z for z in config.elements):
-            raise ValueError(f"elements must be atomic numbers 1..{MAX_Z}, got {config.elements}")
+            raise RespmatchError(f"elements must be atomic numbers 1..{MAX_Z}, got {config.elements}")
         self.config = config
         n_elements = len(config.elements)
         species = torch.full((MAX_Z + 1,), -1, dtype=torch.long)

@@ -17,7 +17,10 @@ from ase import Atoms
 from tqdm.auto import tqdm
 
 from respmatch.cluster import ShippedModel, chunked, run_chunks
+from respmatch.errors import RespmatchError
+from respmatch.files import check_output
 from respmatch.model import Denoiser, as_model
+from respmatch.model.checkpoint import torch_device
 from respmatch.record import Record
 from respmatch.search.relax import BatchRelaxer, Relaxed
 from respmatch.search.spec import SearchSpec
@@ -32,7 +35,7 @@ CHUNK_BATCHES = 4  # a cluster chunk is this many batches unless chunk_size says
 
 def check_batch_size(batch_size: int) -> None:
     if batch_size <= 0:
-        raise ValueError(f"batch size must be positive, got {batch_size}")
+        raise RespmatchError(f"batch size must be positive, got {batch_size}")
 
 
 def record_of(result: Relaxed, spec: SearchSpec, index: int) -> Record:
@@ -129,6 +132,9 @@ def generate(
     fresh start (respmatch.search.valid), at most ``max_tries`` fresh starts (default 100 n).
     """
     model_path = str(model) if isinstance(model, (str, Path)) else None
+    if "://" not in str(out):  # before any work: refused outputs, and never the model itself
+        check_output(out, inputs=[model_path] if model_path else [])
+    torch_device(device)
     model = as_model(model, device, dtype)
     spec = SearchSpec.build(model, composition, n, preset, volume_per_atom, seed, options)
     check_batch_size(batch_size)

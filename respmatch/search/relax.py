@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from ase import Atoms
 
+from respmatch.errors import RespmatchError
 from respmatch.model import Denoiser
 from respmatch.search.symmetrize import BatchSymmetry, symmetry_of
 from respmatch.search.verlet import VerletLists
@@ -49,7 +50,7 @@ class Stage:
 
     def __post_init__(self):
         if self.cell not in CELL_MODES:
-            raise ValueError(f"stage {self.name!r}: cell must be one of {sorted(CELL_MODES)}")
+            raise RespmatchError(f"stage {self.name!r}: cell must be one of {sorted(CELL_MODES)}")
 
 
 @dataclass

@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 from ase import Atoms
 
+from respmatch.config import checked_options
+from respmatch.errors import RespmatchError
 from respmatch.model import Denoiser, model_checksum
 from respmatch.search.relax import Job, Stage
 from respmatch.search.starts import (
@@ -85,16 +87,16 @@ def search_preset(name: str, **overrides) -> SearchPreset:
     """A preset with overrides: preset fields (``min_distance=0.8``) or stage fields named
     ``STAGE.FIELD`` or ``stageN.FIELD`` (``kick-relax.fmax=1e-4``, ``stage0.max_steps=50``)."""
     if name not in SEARCH_PRESETS:
-        raise ValueError(f"unknown preset {name!r} (choose from {sorted(SEARCH_PRESETS)})")
+        raise RespmatchError(f"unknown preset {name!r} (choose from {sorted(SEARCH_PRESETS)})")
     preset = SEARCH_PRESETS[name]
     stages = list(preset.stages)
     top = {}
     for key, value in overrides.items():
         stage_name, dot, field = key.partition(".")
         if not dot:
-            if key not in SearchPreset.__dataclass_fields__ or key == "stages":
-                raise ValueError(f"unknown search option {key!r}")
-            top[key] = tuple(value) if isinstance(value, list) else value
+            if key == "stages":
+                raise RespmatchError("unknown search option 'stages' (set a stage's fields as STAGE.FIELD)")
+            top.update(checked_options(SearchPreset, {key: value}, "--option"))
             continue
         names = [s.name for s in stages]
         if stage_name in names:
@@ -102,13 +104,15 @@ def search_preset(name: str, **overrides) -> SearchPreset:
         elif stage_name.startswith("stage") and stage_name[5:].isdigit() and int(stage_name[5:]) < len(stages):
             position = int(stage_name[5:])
         else:
-            raise ValueError(f"unknown stage {stage_name!r} in option {key!r} (stages: {names})")
+            raise RespmatchError(f"unknown stage {stage_name!r} in option {key!r} (stages: {names})")
         if field not in Stage.__dataclass_fields__:
-            raise ValueError(f"unknown stage field {field!r} in option {key!r}")
-        stages[position] = replace(stages[position], **{field: value})
+            raise RespmatchError(f"unknown stage field {field!r} in option {key!r}")
+        stages[position] = replace(
+            stages[position], **checked_options(Stage, {field: value}, "--option", f"{stage_name}.")
+        )
     settings = replace(preset, stages=tuple(stages), **top)
     if settings.start not in START_KINDS:
-        raise ValueError(f"unknown start {settings.start!r} (choose from {sorted(START_KINDS)})")
+        raise RespmatchError(f"unknown start {settings.start!r} (choose from {sorted(START_KINDS)})")
     return settings
 
 
@@ -166,14 +170,14 @@ class SearchSpec:
     ) -> SearchSpec:
         """Check everything a start needs (elements, volume, room for the atoms) before any work."""
         if n <= 0:
-            raise ValueError(f"n must be a positive number of structures, got {n}")
+            raise RespmatchError(f"n must be a positive number of structures, got {n}")
         numbers = tuple(parse_composition(composition, known_elements=model.config.elements))
         preset = preset or default_preset(model, volume_per_atom)
         settings = search_preset(preset, **(options or {}))
         model_volume = None
         if settings.start != "molecule" and volume_per_atom is None:
             if preset.startswith("fixed-volume"):
-                raise ValueError("the fixed-volume preset needs --volume-per-atom V or A:B")
+                raise RespmatchError("the fixed-volume preset needs --volume-per-atom V or A:B")
             # Fails early if an element has no volume; the same cell volume for every start.
             model_volume = composition_volume(
                 numbers, dict(zip(model.config.elements, model.element_volumes.tolist()))
@@ -210,7 +214,7 @@ class SearchSpec:
         try:
             atoms = START_KINDS[self.settings.start](self, index, rng)
         except ValueError as error:
-            raise ValueError(f"{self.composition} structure {index} (seed {self.seed}): {error}") from error
+            raise RespmatchError(f"{self.composition} structure {index} (seed {self.seed}): {error}") from error
         return Job(key=index if key is None else key, atoms=atoms, stages=self.settings.stages, rng=rng,
                    keep_symmetry=self.settings.keep_symmetry)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -17,6 +18,12 @@ from ase.data import atomic_numbers
 from ase.formula import Formula
 
 from respmatch.elements import MAX_Z, missing_elements_error, symbols
+from respmatch.errors import RespmatchError
+
+# One formula unit as element symbols with counts, parentheses allowed: C8, H2O, Ca(OH)2.  ASE's
+# Formula also reads a leading multiplier and a charge, so '8C' and 'C8+' would pass as C8.
+FORMULA = re.compile(r"(?:[A-Z][a-z]?\d*|\((?:[A-Z][a-z]?\d*)+\)\d*)+")
+
 
 def parse_composition(formula: str, known_elements: Iterable[int] | None = None) -> list[int]:
     """Atomic numbers of one formula unit, sorted by atomic number (a deterministic order).
@@ -24,22 +31,26 @@ def parse_composition(formula: str, known_elements: Iterable[int] | None = None)
     ``known_elements`` are the elements the model was trained on: searching with any other would
     ask the model about chemistry it has never seen, so that is refused here, before any work.
     """
+    if not FORMULA.fullmatch(formula):
+        raise RespmatchError(
+            f"unknown formula {formula!r}: write element symbols with counts, e.g. C8, H2O or Ca(OH)2"
+        )
     try:
         counts = Formula(formula).count()
     except (KeyError, ValueError) as error:
         reason = str(error) or "cannot parse it"
-        raise ValueError(f"unknown formula {formula!r}: {reason}") from None
+        raise RespmatchError(f"unknown formula {formula!r}: {reason}") from None
     numbers = {}
     for symbol, count in counts.items():
         if symbol not in atomic_numbers:
-            raise ValueError(f"unknown formula {formula!r}: no element {symbol!r}")
+            raise RespmatchError(f"unknown formula {formula!r}: no element {symbol!r}")
         z = atomic_numbers[symbol]
         if not 1 <= z <= MAX_Z:
-            raise ValueError(f"formula {formula!r}: element {symbol} is outside Z 1..{MAX_Z}")
+            raise RespmatchError(f"formula {formula!r}: element {symbol} is outside Z 1..{MAX_Z}")
         if count > 0:
             numbers[z] = numbers.get(z, 0) + count
     if not numbers:
-        raise ValueError(f"unknown formula {formula!r}: it has no atoms")
+        raise RespmatchError(f"unknown formula {formula!r}: it has no atoms")
     if known_elements is not None:
         known = set(known_elements)
         missing = set(numbers) - known
@@ -62,10 +73,10 @@ def composition_volume(numbers: Iterable[int], element_volumes: dict[int, float]
     numbers = list(numbers)
     missing = sorted({z for z in numbers if z not in element_volumes})
     if missing:
-        raise ValueError(f"the model has no volume for element {symbols(missing)}; give --volume-per-atom")
+        raise RespmatchError(f"the model has no volume for element {symbols(missing)}; give --volume-per-atom")
     total = sum(element_volumes[z] for z in numbers)
     if not total > 0:
-        raise ValueError(
+        raise RespmatchError(
             f"the model's fitted volume of {symbols(numbers)} is zero: it was trained without "
             "crystals containing these elements; give --volume-per-atom"
         )
@@ -124,7 +135,7 @@ def molecule_start(
                 break
         else:
             size = "×".join(f"{edge:g}" for edge in box)
-            raise ValueError(
+            raise RespmatchError(
                 f"box {size} Å too small for {len(numbers)} atoms "
                 f"at minimum distance {min_distance:g} Å"
             )
@@ -163,7 +174,7 @@ def crystal_start(
         f"at minimum distance {min_distance:g} Å"
     )
     if not volume > 0:
-        raise ValueError(f"cell volume must be positive, got {volume:g} Å³")
+        raise RespmatchError(f"cell volume must be positive, got {volume:g} Å³")
     edge = volume ** (1 / 3)
     for _ in range(max_attempts):
         cell = edge * np.eye(3) + rng.uniform(-0.5, 0.5, (3, 3)) * distortion * edge

@@ -1,0 +1,372 @@
+"""Faults as a user meets them: every command, with bad input, a missing or unwritable folder,
+a full disk, Ctrl-C and kill -9, answers with its exit code and one line, changes no input or
+earlier output and leaves nothing half-written."""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from ase.build import bulk, molecule
+from ase.io import write
+
+from respmatch.cli import main
+from respmatch.files import TEMPORARY_SUFFIX
+
+REPO = Path(__file__).resolve().parents[1]
+# Tiny settings: a few epochs on a two-atom cell, a few structures of short searches.
+TRAIN = [
+    "--epochs", "3", "--quiet", "--model", "cutoff=3.0", "--train-option", "batch_size=4",
+    "--label", "noise_levels=(0, 1, 2, 4)", "--label", "strain_scales=(-0.05, 0.0, 0.05)",
+]
+GENERATE = [
+    "--composition", "C2", "--n", "2", "--preset", "fixed-volume", "--volume-per-atom", "5.5",
+    "--option", "stage0.max_steps=5", "--quiet",
+]
+
+
+@pytest.fixture()
+def files(tmp_path, trained_diamond):
+    """A folder with training data, a model and a run database, as a user has them."""
+    data = tmp_path / "diamond.extxyz"
+    write(data, bulk("C", "diamond", a=3.567))
+    model = tmp_path / "model.pt"
+    shutil.copy(trained_diamond[0], model)
+    run = tmp_path / "run.db"
+    assert main(["generate", "--model", str(model), "--out", str(run), *GENERATE]) == 0
+    return {"data": data, "model": model, "run": run, "folder": tmp_path}
+
+
+def snapshot(folder: Path) -> dict:
+    """Every file's bytes: what a failing command must leave as it was."""
+    return {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def one_line_error(capsys, *words) -> str:
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("respmatch"), err
+    assert "Traceback" not in err
+    for word in words:
+        assert word in lines[0], lines[0]
+    return lines[0]
+
+
+def no_temporaries(folder: Path) -> None:
+    assert not [p for p in folder.rglob("*") if p.name.endswith(TEMPORARY_SUFFIX)]
+
+
+def commands(f: dict, out_name: str) -> dict:
+    """Each command that writes a file, writing to ``out_name`` in the folder."""
+    out = str(f["folder"] / out_name)
+    return {
+        "train": ["train", str(f["data"]), "--out", out + ".pt", *TRAIN],
+        "label": ["label", str(f["data"]), "--out", out + ".extxyz"],
+        "generate": ["generate", "--model", str(f["model"]), "--out", out + ".db", *GENERATE],
+        "export": ["export", str(f["run"]), "--out", out + ".extxyz"],
+        "evaluate": ["evaluate", str(f["run"]), "--kind", "carbon", "--json", out + ".json"],
+    }
+
+
+# --- inputs and options are checked before anything is written -----------------------------------
+
+
+@pytest.mark.parametrize("command", ["train", "label", "generate", "export", "evaluate"])
+@pytest.mark.parametrize("fault", ["missing folder", "folder as file", "read-only folder", "is a folder"])
+def test_unwritable_output_is_refused_before_any_work(files, command, fault, capsys, monkeypatch):
+    folder = files["folder"]
+    if fault == "missing folder":
+        argv = commands(files, "absent/out")[command]
+    elif fault == "folder as file":
+        (folder / "plain").write_text("a file, not a folder")
+        argv = commands(files, "plain/out")[command]
+    elif fault == "is a folder":
+        argv = commands(files, "out")[command]
+        Path(argv[argv.index("--out" if "--out" in argv else "--json") + 1]).mkdir()
+    else:  # tests run as root, whom chmod does not stop: the folder answers as read-only
+        real_access = os.access
+        monkeypatch.setattr(os, "access", lambda p, mode: mode != os.W_OK and real_access(p, mode))
+        argv = commands(files, "out")[command]
+    before = snapshot(folder)
+    assert main(argv) == 2
+    one_line_error(capsys, "respmatch: error:")
+    assert snapshot(folder) == before
+
+
+@pytest.mark.parametrize(
+    "command, extra, words",
+    [
+        ("train", ["--model", "cutoff=abc"], ["--model cutoff='abc'", "a number"]),
+        ("train", ["--train-option", "batch_size=x"], ["batch_size='x'", "whole number"]),
+        ("train", ["--train-option", "nope=1"], ["unknown option 'nope'"]),
+        ("train", ["--label", "displacement_step"], ["KEY=VALUE"]),
+        ("train", ["--epochs", "0"], ["--epochs"]),
+        ("generate", ["--option", "constant-volume.fmax=abc"], ["constant-volume.fmax='abc'", "a number"]),
+        ("generate", ["--device", "foo"], ["--device foo", "unknown device"]),
+        ("generate", ["--composition", "8C"], ["'8C'"]),
+        ("generate", ["--composition", "C8+"], ["'C8+'"]),
+        ("generate", ["--option", "nope=1"], ["nope"]),
+    ],
+)
+def test_bad_option_is_one_line_and_creates_nothing(files, command, extra, words, capsys):
+    argv = commands(files, "out")[command] + extra
+    before = snapshot(files["folder"])
+    assert main(argv) == 2
+    one_line_error(capsys, *words)
+    assert snapshot(files["folder"]) == before
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_cuda_is_one_line(files, capsys):
+    before = snapshot(files["folder"])
+    assert main(commands(files, "out")["generate"] + ["--device", "cuda"]) == 2
+    one_line_error(capsys, "CUDA is not available", "--device cpu")
+    assert snapshot(files["folder"]) == before
+
+
+@pytest.mark.parametrize("command", ["train", "label"])
+def test_output_that_is_the_input_is_refused(files, command, capsys):
+    data = files["data"]
+    argv = [command, str(data), "--out", str(data)] + (TRAIN if command == "train" else [])
+    before = data.read_bytes()
+    assert main(argv) == 2
+    one_line_error(capsys, "is the input")
+    assert data.read_bytes() == before
+
+
+def test_export_and_evaluate_refuse_to_overwrite_their_input(files, capsys):
+    run = files["run"]
+    before = snapshot(files["folder"])
+    assert main(["export", str(run), "--out", str(files["folder"] / "." / "run.db")]) == 2
+    one_line_error(capsys, "is the input")
+    assert main(["evaluate", str(run), "--kind", "carbon", "--json", str(run)]) == 2
+    one_line_error(capsys, "is the input")
+    assert snapshot(files["folder"]) == before
+
+
+def test_train_does_not_overwrite_a_file_that_is_not_a_model(files, capsys):
+    notes = files["folder"] / "notes.pt"
+    notes.write_text("my notes")
+    assert main(["train", str(files["data"]), "--out", str(notes), *TRAIN]) == 2
+    one_line_error(capsys, "not a respmatch model", "not overwriting")
+    assert notes.read_text() == "my notes"
+
+
+def test_generate_out_that_is_not_a_database_is_refused(files, capsys):
+    text = files["folder"] / "notes.db"
+    text.write_text("not a database\n" * 10)
+    before = snapshot(files["folder"])
+    assert main(commands(files, "notes")["generate"]) == 2
+    one_line_error(capsys, "not a run database")
+    assert snapshot(files["folder"]) == before
+
+
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        ("text", ["a text file"]),
+        ("pickle", ["pickled Python objects", "never runs code"]),
+        ("empty", ["empty"]),
+        ("missing", ["no such model file"]),
+    ],
+)
+def test_a_file_that_is_not_a_model_is_named_with_the_cause(files, content, words, capsys):
+    path = files["folder"] / "bad.pt"
+    if content == "text":
+        path.write_text("hello\n")
+    elif content == "pickle":
+        torch.save({"layer": torch.nn.Linear(2, 2)}, path)  # a whole module: pickled code
+    elif content == "empty":
+        path.write_bytes(b"")
+    for argv in (["info", str(path)], ["generate", "--model", str(path), "--out", str(files["folder"] / "x.db"), *GENERATE]):
+        assert main(argv) == 2
+        one_line_error(capsys, "bad.pt", *words)
+    assert not (files["folder"] / "x.db").exists()
+
+
+@pytest.mark.parametrize(
+    "name, text, words",
+    [
+        ("empty.extxyz", "", ["empty.extxyz", "empty"]),
+        ("unknown.xyz", "2\n\nC 0 0 0\nXx 1 1 1\n", ["unknown.xyz", "unknown element 'Xx'"]),
+        ("nocell.cif", "data_x\nloop_\n_atom_site_label\n_atom_site_type_symbol\n_atom_site_fract_x\n"
+         "_atom_site_fract_y\n_atom_site_fract_z\nC1 C 0 0 0\n", ["nocell.cif", "no unit cell"]),
+    ],
+)
+def test_evaluate_reads_through_the_readers_checks(tmp_path, name, text, words, capsys):
+    path = tmp_path / name
+    path.write_text(text)
+    assert main(["evaluate", str(path), "--kind", "crystal"]) == 2
+    one_line_error(capsys, *words)
+
+
+# --- the error path itself ------------------------------------------------------------------------
+
+
+def test_unexpected_errors_keep_their_traceback_and_debug_shows_every_one(files, monkeypatch, capsys):
+    import respmatch.store
+
+    monkeypatch.setattr(respmatch.store, "read_run", lambda path: 1 / 0)
+    with pytest.raises(ZeroDivisionError):  # a bug, not the user's fault: the traceback stays
+        main(["export", str(files["run"]), "--out", str(files["folder"] / "x.extxyz")])
+    assert main(["--debug", "info", str(files["data"])]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.strip().splitlines()[-1].startswith("respmatch: error:")
+    assert main(["info", str(files["data"]), "--debug"]) == 2
+    assert "Traceback" in capsys.readouterr().err
+
+
+# --- a full or failing disk: the write fails, the earlier file stays, no temporary is left -------
+
+
+def fail_writes_after(monkeypatch, calls: int, code: int = errno.ENOSPC):
+    """The disk fills after ``calls`` file writes: os.fsync, which every write of ours ends with,
+    and SQLite's own writes fail as a full disk does."""
+    count = {"n": 0}
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        count["n"] += 1
+        if count["n"] > calls:
+            raise OSError(code, os.strerror(code), "the disk")
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    from ase.db.sqlite import SQLite3Database
+
+    real_write = SQLite3Database._write
+
+    def write_row(self, *args, **kwargs):
+        count["n"] += 1
+        if count["n"] > calls:
+            raise sqlite3.OperationalError(
+                "database or disk is full" if code == errno.ENOSPC else "attempt to write a readonly database"
+            )
+        return real_write(self, *args, **kwargs)
+
+    monkeypatch.setattr(SQLite3Database, "_write", write_row)
+
+
+@pytest.mark.parametrize("command", ["train", "label", "generate", "export", "evaluate"])
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS])
+def test_full_or_read_only_disk_is_one_line_and_changes_nothing(files, command, code, monkeypatch, capsys):
+    argv = commands(files, "out")[command]
+    out = Path(argv[argv.index("--out" if "--out" in argv else "--json") + 1])
+    if command != "generate":
+        out.write_bytes(b"earlier output")  # must survive a failed write whole
+    if command == "train":
+        shutil.copy(files["model"], out)
+    before = snapshot(files["folder"])
+    fail_writes_after(monkeypatch, 1 if command == "train" else 0, code)
+    assert main(argv) == 2
+    one_line_error(capsys, "disk" if code == errno.ENOSPC else "read")
+    after = snapshot(files["folder"])
+    for path in (files["data"], files["model"], files["run"], out):
+        assert after.get(path) == before.get(path), path
+    no_temporaries(files["folder"])
+    assert not out.with_name(out.name + ".state").exists() or command == "train"
+
+
+def test_an_earlier_run_survives_a_full_disk_on_resume(files, monkeypatch, capsys):
+    run = files["run"]
+    argv = ["generate", "--model", str(files["model"]), "--out", str(run), *GENERATE]
+    argv[argv.index("--n") + 1] = "4"
+    fail_writes_after(monkeypatch, 1)  # one more structure fits
+    assert main(argv + ["--resume"]) == 2
+    one_line_error(capsys, "database or disk is full")
+    from respmatch.store import read_run
+
+    indices = [a.info["index"] for a in read_run(run)]
+    assert indices[:2] == [0, 1] and len(indices) == 3 and indices[2] in (2, 3)
+
+
+# --- Ctrl-C and kill -9 of a running command -------------------------------------------------------
+
+
+def start(argv: list[str], cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "respmatch.cli", *argv, "--threads", "1"],
+        cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> None:
+    """Until ``path`` exists: the command is at work (past its imports and checks)."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+LONG_TRAIN = ["--epochs", "200", "--quiet", "--model", "cutoff=3.0", "--train-option",
+              "batch_size=4", "--train-option", "early_stop_patience=200", "--label",
+              "noise_levels=(0, 1, 2, 4)", "--label", "strain_scales=(-0.05, 0.0, 0.05)"]
+
+
+@pytest.mark.parametrize("fault", ["ctrl-c", "kill -9"])
+def test_interrupted_training_keeps_the_earlier_model_and_resumes(files, fault):
+    folder, model = files["folder"], files["folder"] / "new.pt"
+    shutil.copy(files["model"], model)  # an earlier model at --out must survive the interruption
+    before = snapshot(folder)
+    argv = ["train", str(files["data"]), "--out", str(model), *LONG_TRAIN]
+    process = start(argv, folder)
+    wait_for(folder / "new.pt.state", process)
+    time.sleep(random.uniform(0, 1.0))
+    process.send_signal(signal.SIGINT if fault == "ctrl-c" else signal.SIGKILL)
+    _, err = process.communicate(timeout=60)
+    if fault == "ctrl-c":
+        assert process.returncode == 130
+        assert err.strip().splitlines() == [
+            "respmatch: interrupted; the same command with --resume continues the run"
+        ]
+        no_temporaries(folder)
+    else:
+        assert process.returncode == -signal.SIGKILL
+    after = snapshot(folder)
+    assert {p: after[p] for p in before} == before  # data and earlier model untouched
+    argv[argv.index("200")] = "3"  # fewer epochs: resumed to the end at once
+    assert main(argv + ["--resume"]) == 0
+    no_temporaries(folder)
+    assert torch.load(model, weights_only=True)["format"] == "respmatch-model"
+
+
+@pytest.mark.parametrize("fault", ["ctrl-c", "kill -9"])
+def test_interrupted_generate_keeps_what_it_stored_and_resumes(files, fault):
+    folder, run = files["folder"], files["folder"] / "long.db"
+    argv = ["generate", "--model", str(files["model"]), "--out", str(run), "--composition", "C2",
+            "--n", "30", "--batch-size", "2", "--preset", "fixed-volume", "--volume-per-atom",
+            "5.5", "--option", "stage0.max_steps=40", "--quiet"]
+    before = snapshot(folder)
+    process = start(argv, folder)
+    wait_for(run, process)
+    time.sleep(random.uniform(0.2, 1.0))
+    process.send_signal(signal.SIGINT if fault == "ctrl-c" else signal.SIGKILL)
+    _, err = process.communicate(timeout=60)
+    if fault == "ctrl-c":
+        assert process.returncode == 130
+        assert err.strip().splitlines() == [
+            "respmatch: interrupted; the same command with --resume continues the run"
+        ]
+    else:
+        assert process.returncode == -signal.SIGKILL
+    after = snapshot(folder)
+    assert {p: after[p] for p in before} == before
+    from respmatch.store import read_run
+
+    stored = {a.info["index"]: a.positions.tobytes() for a in read_run(run)} if run.exists() else {}
+    assert main(argv + ["--resume"]) == 0
+    resumed = {a.info["index"]: a.positions.tobytes() for a in read_run(run)}
+    assert sorted(resumed) == list(range(30))  # nothing lost, nothing twice
+    assert all(resumed[i] == stored[i] for i in stored)  # what was stored stays as it was
