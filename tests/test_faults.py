@@ -35,16 +35,23 @@ GENERATE = [
 ]
 
 
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, trained_diamond):
+    """Training data, a model and a run database, made once."""
+    folder = tmp_path_factory.mktemp("prepared")
+    write(folder / "diamond.extxyz", bulk("C", "diamond", a=3.567))
+    shutil.copy(trained_diamond[0], folder / "model.pt")
+    assert main(["generate", "--model", str(folder / "model.pt"), "--out", str(folder / "run.db"), *GENERATE]) == 0
+    return folder
+
+
 @pytest.fixture()
-def files(tmp_path, trained_diamond):
-    """A folder with training data, a model and a run database, as a user has them."""
-    data = tmp_path / "diamond.extxyz"
-    write(data, bulk("C", "diamond", a=3.567))
-    model = tmp_path / "model.pt"
-    shutil.copy(trained_diamond[0], model)
-    run = tmp_path / "run.db"
-    assert main(["generate", "--model", str(model), "--out", str(run), *GENERATE]) == 0
-    return {"data": data, "model": model, "run": run, "folder": tmp_path}
+def files(tmp_path, prepared):
+    """A folder of the user's: training data, a model and a run database."""
+    names = {"data": "diamond.extxyz", "model": "model.pt", "run": "run.db"}
+    for name in names.values():
+        shutil.copy(prepared / name, tmp_path / name)
+    return {key: tmp_path / name for key, name in names.items()} | {"folder": tmp_path}
 
 
 def snapshot(folder: Path) -> dict:
