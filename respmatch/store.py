@@ -259,9 +259,14 @@ class RunStore:
                 pairs[key] = value.item() if isinstance(value, np.generic) else value
             rows[record.index] = (atoms, record, pairs)
         if rows:
-            with self.db:  # one connection, one commit
-                for atoms, _, pairs in rows.values():
-                    self.db.write(atoms, key_value_pairs=pairs)
+            try:
+                with self.db:  # one connection, one commit
+                    for atoms, _, pairs in rows.values():
+                        self.db.write(atoms, key_value_pairs=pairs)
+            except sqlite3.OperationalError as error:  # a full or read-only disk; the rows before stay
+                raise RespmatchError(
+                    f"{self.path}: cannot store structures: {error} (make room, then rerun with --resume)"
+                ) from error
         self._done.update(rows)
         return [record for _, record, _ in rows.values()]
 

@@ -9,6 +9,7 @@ import shutil
 from contextlib import suppress
 
 import pytest
+import torch
 from ase import Atoms
 from ase.build import bulk, molecule
 
@@ -97,7 +98,9 @@ def test_generate_resume_knows_the_model_by_its_checksum(tmp_path, trained_diamo
     monkeypatch.chdir(tmp_path)
     respmatch.generate(os.path.join(".", "model.pt"), "C2", 4, "run.db", resume=True, **settings)
     assert [a.info["index"] for a in read_run(run)] == [0, 1, 2, 3]
-    other = tmp_path / "other.pt"
-    save_model(other, respmatch.load_model(model), label_config={"changed": True})
+    other, changed = tmp_path / "other.pt", respmatch.load_model(model)
+    with torch.no_grad():
+        next(changed.parameters()).add_(1e-3)  # other weights: another model
+    save_model(other, changed)
     with pytest.raises(RespmatchError, match="model_sha256"):
         respmatch.generate(other, "C2", 5, run, resume=True, **settings)

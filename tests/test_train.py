@@ -55,7 +55,7 @@ def test_checkpoint_contents(trained, diamond):
 
 def test_resume_continues_where_it_stopped(diamond, tmp_path):
     path = tmp_path / "m.pt"
-    labels = label_preset("crystal", noise_levels=(0, 2), strain_scales=(0.0,))
+    labels = label_preset("crystal", noise_levels=(0, 1, 2, 4), strain_scales=(-0.05, 0.0, 0.05))
     common = dict(label_config=labels, progress=False, model_options={"cutoff": 3.0})
     full = respmatch.train([diamond], tmp_path / "full.pt", config=TrainConfig(epochs=4), **common)
     with suppress(RespmatchError):  # two epochs may not beat the untrained model: no model, but a state

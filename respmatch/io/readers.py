@@ -115,7 +115,7 @@ def _atoms_from_cif(text: str, where: str) -> Atoms:
     if not text.strip():
         raise StructureError(f"{where}: empty CIF text")
     missing = [tag for tag in _CELL_TAGS if tag not in text.lower()]
-    if missing:  # else pymatgen's message is "cannot reshape array of size 1 into shape (3,3)"
+    if missing and "_atom_site_" in text.lower():  # pymatgen: "cannot reshape array of size 1..."
         raise StructureError(f"{where}: no unit cell (missing {', '.join(missing)})")
     with warnings.catch_warnings():
         # pymatgen only warns about e.g. unknown elements; they are checked below
