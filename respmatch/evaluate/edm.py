@@ -25,6 +25,8 @@ from ase import Atoms
 from rdkit import Chem
 from rdkit.rdBase import BlockLogs
 
+from respmatch.errors import RespmatchError
+
 # Bond lengths in pm (EDM's bonds1/bonds2/bonds3, restricted to the elements of QM9 and QM7).
 SINGLE = {
     "H": {"H": 74, "C": 109, "N": 101, "O": 96, "F": 92, "S": 134, "Cl": 127},
@@ -59,7 +61,7 @@ def bond_order(first: str, second: str, distance: float) -> int:
     try:
         single = SINGLE[first][second]
     except KeyError:
-        raise ValueError(f"EDM's bond tables have no {first}-{second} bond") from None
+        raise RespmatchError(f"EDM's bond tables have no {first}-{second} bond") from None
     pm = 100 * distance
     if pm >= single + MARGINS[0]:
         return 0
@@ -125,7 +127,7 @@ def edm_record(atoms: Atoms) -> dict:
 def edm_metrics(structures: list[Atoms]) -> dict:
     """Atom and molecule stability, RDKit validity, uniqueness and valid × unique, as fractions."""
     if not structures:
-        raise ValueError("no molecules to evaluate")
+        raise RespmatchError("no molecules to evaluate")
     _quiet = BlockLogs()
     records = [edm_record(atoms) for atoms in structures]
     valid = [r["edm_smiles"] for r in records if r["edm_smiles"] is not None]

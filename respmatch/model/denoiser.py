@@ -95,7 +95,7 @@ class Denoiser(nn.Module):
         self.angular = CartesianAngularBasis(config.l_max)
         self.contraction = SymmetricContraction(config.l_max, config.nu_max)
         if config.message_passing < 0:
-            raise ValueError(f"message_passing must be 0 or more layers (got {config.message_passing})")
+            raise RespmatchError(f"message_passing must be 0 or more layers (got {config.message_passing})")
         n_local = config.n_radial * config.n_embedding * self.contraction.n_invariants
         n_message = config.n_radial * self.contraction.n_invariants  # features of each interaction layer
         self.layer_widths = (n_local,) + (n_message,) * config.message_passing

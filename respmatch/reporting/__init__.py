@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ase import Atoms
 
+from respmatch.errors import RespmatchError
 from respmatch.evaluate import Evaluation
 from respmatch.reporting.judge import assign, read_evaluation
 from respmatch.reporting.page import page_data, render
@@ -24,16 +25,16 @@ DEFAULT_STRUCTURES = 50  # structures per composition whose coordinates the page
 def check_output(out: Path, inputs: list[Path]) -> None:
     """Refuse, before any work, an output that cannot be written or would replace an input."""
     if out.is_dir():
-        raise ValueError(f"{out}: is a folder; give the report's file name (e.g. report.html)")
+        raise RespmatchError(f"{out}: is a folder; give the report's file name (e.g. report.html)")
     if not out.parent.is_dir():
-        raise ValueError(f"{out}: cannot write the report: folder {out.parent} does not exist")
+        raise RespmatchError(f"{out}: cannot write the report: folder {out.parent} does not exist")
     if not os.access(out.parent, os.W_OK):
-        raise ValueError(f"{out}: cannot write the report: folder {out.parent} is not writable")
+        raise RespmatchError(f"{out}: cannot write the report: folder {out.parent} is not writable")
     if out.exists() and not os.access(out, os.W_OK):
-        raise ValueError(f"{out}: cannot write the report: the file is read-only")
+        raise RespmatchError(f"{out}: cannot write the report: the file is read-only")
     for path in inputs:
         if path.exists() and out.exists() and out.samefile(path):
-            raise ValueError(f"{out}: is one of the report's inputs; choose another --out")
+            raise RespmatchError(f"{out}: is one of the report's inputs; choose another --out")
 
 
 def write_atomically(out: Path, text: str) -> None:
@@ -41,7 +42,7 @@ def write_atomically(out: Path, text: str) -> None:
     try:
         handle, temporary = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     except OSError as error:
-        raise ValueError(f"{out}: cannot write the report ({error.strerror})") from None
+        raise RespmatchError(f"{out}: cannot write the report ({error.strerror})") from None
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
             stream.write(text)
@@ -50,7 +51,7 @@ def write_atomically(out: Path, text: str) -> None:
     except BaseException as error:
         Path(temporary).unlink(missing_ok=True)
         if isinstance(error, OSError):  # a full disk, a folder that went away
-            raise ValueError(f"{out}: cannot write the report ({error.strerror})") from None
+            raise RespmatchError(f"{out}: cannot write the report ({error.strerror})") from None
         raise
 
 
@@ -72,7 +73,7 @@ def report(
     lowest-Ẽ structures per composition the page holds with coordinates.
     """
     if structures < 0:
-        raise ValueError(f"--structures must be 0 or more, got {structures}")
+        raise RespmatchError(f"--structures must be 0 or more, got {structures}")
     out = Path(out)
     sources = source if isinstance(source, list) and not (source and isinstance(source[0], Atoms)) else [source]
     paths = [Path(s) for s in sources if isinstance(s, (str, Path))]
@@ -94,7 +95,7 @@ def report(
     assigned = assign(evaluations, runs)
     if recheck and not any(row["recheck"] for run in runs for row in run.rows):
         names = ", ".join(run.name for run in runs)
-        raise ValueError(f"{names}: no structure has physical re-check results (run respmatch recheck first)")
+        raise RespmatchError(f"{names}: no structure has physical re-check results (run respmatch recheck first)")
     write_atomically(out, render(page_data(runs, assigned, structures, folders)))
     return out
 

@@ -12,6 +12,7 @@ import json
 import math
 from pathlib import Path
 
+from respmatch.errors import RespmatchError
 from respmatch.evaluate import KINDS, Evaluation
 from respmatch.reporting.runs import Run
 
@@ -31,9 +32,9 @@ def read_evaluation(path: str | Path) -> Evaluation:
     try:
         data = json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path}: not an evaluation file (not JSON: {error})") from None
+        raise RespmatchError(f"{path}: not an evaluation file (not JSON: {error})") from None
     if not isinstance(data, dict) or data.get("kind") not in KINDS or not isinstance(data.get("records"), list):
-        raise ValueError(f"{path}: not an evaluation file (respmatch evaluate --json writes one)")
+        raise RespmatchError(f"{path}: not an evaluation file (respmatch evaluate --json writes one)")
     return Evaluation(data["kind"], data.get("summary", {}), data.get("groups", {}), data["records"])
 
 
@@ -63,7 +64,7 @@ def assign(evaluations: list[tuple[str, Evaluation]], runs: list[Run]) -> dict[i
             reasons[run.name] = reason or "that run already has an evaluation"
         else:
             why = "; ".join(f"{run}: {reason}" for run, reason in reasons.items())
-            raise ValueError(f"{name}: the evaluation is of another run ({why})")
+            raise RespmatchError(f"{name}: the evaluation is of another run ({why})")
     return assigned
 
 

@@ -17,6 +17,7 @@ import numpy as np
 from ase import Atoms
 from ase.db.core import YEAR
 
+from respmatch.errors import RespmatchError
 from respmatch.record import RECORD_KEYS
 
 # Keys a physical re-check (``respmatch recheck``) writes into a run's rows.
@@ -74,14 +75,14 @@ def read_database(path: str | Path) -> Run:
                 for row in db.select(columns=_SUMMARY_COLUMNS, include_data=False)
             ]
     except (sqlite3.DatabaseError, ValueError, KeyError) as error:
-        raise ValueError(f"{path}: not a respmatch run database ({error})") from None
+        raise RespmatchError(f"{path}: not a respmatch run database ({error})") from None
     if not parameters or "composition" not in parameters:
-        raise ValueError(f"{path}: not a respmatch run (no run parameters: was it written by respmatch generate?)")
+        raise RespmatchError(f"{path}: not a respmatch run (no run parameters: was it written by respmatch generate?)")
     for row_id, *_, pairs in selected:
         if not pairs.keys() >= set(RECORD_KEYS):
-            raise ValueError(f"{path}: row {row_id} is not a generated structure (it lacks the keys {', '.join(RECORD_KEYS)})")
+            raise RespmatchError(f"{path}: row {row_id} is not a generated structure (it lacks the keys {', '.join(RECORD_KEYS)})")
     if not selected:
-        raise ValueError(f"{path}: the run holds no structures yet")
+        raise RespmatchError(f"{path}: the run holds no structures yet")
     selected.sort(key=lambda row: row[5]["index"])
     ids = [row[0] for row in selected]
 
@@ -111,7 +112,7 @@ def from_structures(
     """A run held in memory, e.g. what ``search_compositions`` yields (``atoms.info`` carries the
     store's keys and ``composition``)."""
     if not structures:
-        raise ValueError(f"{name}: no structures to report")
+        raise RespmatchError(f"{name}: no structures to report")
     rows = [
         summary(
             atoms.numbers,

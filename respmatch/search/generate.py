@@ -139,9 +139,9 @@ def generate(
     spec = SearchSpec.build(model, composition, n, preset, volume_per_atom, seed, options)
     check_batch_size(batch_size)
     if valid_only and spec.settings.start != "molecule":
-        raise ValueError(f"valid-only generation judges molecules; preset {spec.preset!r} makes crystals")
+        raise RespmatchError(f"valid-only generation judges molecules; preset {spec.preset!r} makes crystals")
     if valid_only and client is not None:
-        raise ValueError("valid-only generation runs in one process, not on a cluster")
+        raise RespmatchError("valid-only generation runs in one process, not on a cluster")
     parameters = {
         **spec.parameters(),
         "model": model_path,

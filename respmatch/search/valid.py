@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from rdkit.rdBase import BlockLogs
 
+from respmatch.errors import RespmatchError
 from respmatch.evaluate.molecules import judge
 from respmatch.search.relax import BatchRelaxer, Job, Relaxed, Stage
 from respmatch.search.spec import SearchSpec
@@ -87,12 +88,12 @@ def valid_molecules(
     ``max_tries`` fresh starts run out.  ``counts``, if given, is updated as the search goes.
     """
     if spec.settings.start != "molecule":
-        raise ValueError(f"valid-only generation judges molecules; preset {spec.preset!r} makes crystals")
+        raise RespmatchError(f"valid-only generation judges molecules; preset {spec.preset!r} makes crystals")
     kick_stage = spec.settings.stages[-1]
     if max_kicks < 0 or kick_stage.kick <= 0:
-        raise ValueError("valid-only generation needs max_kicks >= 0 and a last stage with a kick > 0")
+        raise RespmatchError("valid-only generation needs max_kicks >= 0 and a last stage with a kick > 0")
     if n <= 0:
-        raise ValueError(f"n must be a positive number of molecules, got {n}")
+        raise RespmatchError(f"n must be a positive number of molecules, got {n}")
     counts = counts if counts is not None else ValidSearchCounts()
     feed = _Feed(spec, first_index, max_tries)
     _quiet = BlockLogs()  # RDKit logs every failed perception
