@@ -23,6 +23,7 @@ from pymatgen.core import Structure
 from pymatgen.core.structure_matcher import StructureMatcher
 from pymatgen.io.ase import AseAtomsAdaptor
 
+from respmatch.errors import RespmatchError
 from respmatch.evaluate.symmetry import quiet_spglib
 
 MATCHER_TOLERANCES = {"stol": 0.5, "ltol": 0.3, "angle_tol": 10}  # CDVAE / DiffCSP / FlowMM
@@ -47,7 +48,7 @@ class Distinct:
 
 def to_structure(atoms: Atoms) -> Structure:
     if not atoms.pbc.all():
-        raise ValueError(f"{atoms.get_chemical_formula()}: crystal evaluation needs periodic structures")
+        raise RespmatchError(f"{atoms.get_chemical_formula()}: crystal evaluation needs periodic structures")
     # Without info and calculator: pymatgen would copy them into site properties on every fit.
     return AseAtomsAdaptor.get_structure(Atoms(atoms.numbers, atoms.positions, cell=atoms.cell, pbc=True))
 

@@ -185,9 +185,9 @@ class SearchSpec:
         space_groups = None
         if settings.symmetry or settings.keep_symmetry:
             if settings.start == "molecule":
-                raise ValueError("symmetric starts and --keep-symmetry are for crystals, not molecules")
+                raise RespmatchError("symmetric starts and --keep-symmetry are for crystals, not molecules")
             if not 0 <= settings.symmetry <= 1:
-                raise ValueError(f"--symmetry is the share of symmetric starts, 0 to 1; got {settings.symmetry}")
+                raise RespmatchError(f"--symmetry is the share of symmetric starts, 0 to 1; got {settings.symmetry}")
             # Checks the spec (and that some group fits the composition) even with no symmetric start.
             prior = getattr(model, "checkpoint", {}).get("training", {}).get("space_groups")
             space_groups = space_group_choice(numbers, settings.space_groups, prior)

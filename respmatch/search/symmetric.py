@@ -25,6 +25,7 @@ import spglib
 from ase import Atoms
 from ase.data import chemical_symbols
 
+from respmatch.errors import RespmatchError
 from respmatch.evaluate.symmetry import quiet_spglib
 from respmatch.neighbors import neighbor_pairs
 
@@ -77,12 +78,12 @@ def parse_space_groups(spec: str) -> str | tuple[int, ...]:
         try:
             first, last = int(low), int(high if dash else low)
         except ValueError:
-            raise ValueError(
+            raise RespmatchError(
                 f"--space-groups {spec!r}: expected 'prior', 'all', or numbers and ranges such as "
                 "'2-230' or '1,2,12-15'"
             ) from None
         if not 1 <= first <= last <= 230:
-            raise ValueError(f"--space-groups {spec!r}: {part.strip()!r} is not a range within 1-230")
+            raise RespmatchError(f"--space-groups {spec!r}: {part.strip()!r} is not a range within 1-230")
         groups.update(range(first, last + 1))
     return tuple(sorted(groups))
 
@@ -144,7 +145,7 @@ def space_group_choice(
     candidates = ALL_GROUPS if spec == "prior" else spec
     groups = compatible_groups(numbers, candidates)
     if not groups:
-        raise ValueError(
+        raise RespmatchError(
             f"no space group in {_describe(candidates)} is compatible with {formula} "
             f"({len(numbers)} atoms in a primitive cell)"
         )
@@ -205,7 +206,7 @@ def symmetric_start(
         if not len(neighbor_pairs(atoms.positions, atoms.cell.array, True, min_distance)[0]):
             return atoms
     formula = Atoms(numbers=list(numbers)).get_chemical_formula()
-    raise ValueError(
+    raise RespmatchError(
         f"no symmetric {formula} cell of {volume:g} Å³ with atoms at least {min_distance:g} Å apart "
         f"after {MAX_GROUP_DRAWS} space groups drawn from {_describe(choice.groups)}"
     )
