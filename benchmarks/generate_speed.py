@@ -107,7 +107,7 @@ def main() -> None:
 
     relaxer = relax_module.BatchRelaxer(model, batch_size=args.batch_size, dtype=dtype)
     parts = {
-        "model (energy, forces, stress)": (relaxer.model, "forward"),
+        "model (energy, forces, stress)": (relaxer.potential, "forward"),
         "neighbour lists (vesin, skin)": (VerletLists, "graph"),
         **{name: (relax_module, name) for name in ("filter_forces", "fire_step", "largest_force")},
     }

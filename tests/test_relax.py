@@ -12,6 +12,7 @@ from ase.optimize import FIRE
 
 import respmatch
 from respmatch.search import relax as relax_module
+from respmatch.potential import Potential
 from respmatch.search.relax import BatchRelaxer, FireState, Job, Stage, collapsing, relax
 
 
@@ -128,3 +129,7 @@ def test_a_collapsing_cell_leaves_the_batch_unconverged(model, diamond, monkeypa
     assert result.stage == "full (collapsed)" and not result.converged
     assert result.steps < 300
     assert result.atoms.get_volume() < 0.95 * stretched.get_volume()
+
+
+def test_the_rm_model_is_a_potential(model):
+    assert isinstance(model, Potential) and model.cutoff == model.config.cutoff

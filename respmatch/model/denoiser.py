@@ -120,6 +120,11 @@ class Denoiser(nn.Module):
         self.element_energy = nn.Embedding(n_elements, 1)
         nn.init.zeros_(self.element_energy.weight)
 
+    @property
+    def cutoff(self) -> float:
+        """Neighbour-list cutoff in Å (what makes the model a ``respmatch.potential.Potential``)."""
+        return self.config.cutoff
+
     def species(self, numbers: torch.Tensor) -> torch.Tensor:
         """Map atomic numbers to the model's element indices; fail clearly on unseen elements."""
         out_of_range = (numbers < 1) | (numbers > MAX_Z)

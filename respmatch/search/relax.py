@@ -1,4 +1,7 @@
-"""Batched FIRE relaxation of many structures in one model call per step.
+"""Batched FIRE relaxation of many structures in one potential call per step.
+
+The relaxer knows only the ``Potential`` interface (respmatch.potential): the Response Matching
+model is one implementation, a universal potential another.
 
 Each structure follows exactly what ASE's ``FIRE`` does on ``FrechetCellFilter(atoms)`` (or on
 the bare atoms for position-only stages): its own velocity, time step, mixing and step counter,
@@ -26,7 +29,7 @@ import torch
 from ase import Atoms
 
 from respmatch.errors import RespmatchError
-from respmatch.model import Denoiser
+from respmatch.potential import Potential
 from respmatch.search.symmetrize import BatchSymmetry, symmetry_of
 from respmatch.search.verlet import VerletLists
 from respmatch.structures import Structures
@@ -71,7 +74,7 @@ class Job:
 class Relaxed:
     key: object
     atoms: Atoms
-    energy: float  # eV, the model's pseudo-energy
+    energy: float  # eV, the potential's energy (the RM model's pseudo-energy)
     converged: bool  # the last stage reached its fmax
     steps: int  # over all stages
     stage: str  # name of the last stage run
@@ -259,16 +262,19 @@ def collapsing(state: FireState) -> torch.Tensor:
 
 
 class BatchRelaxer:
-    """Relax a stream of jobs, ``batch_size`` structures at a time, one model call per step.
+    """Relax a stream of jobs, ``batch_size`` structures at a time, one potential call per step.
 
-    The model is moved to ``device`` and ``dtype`` in place, as ``nn.Module.to`` does.
+    A potential that is a torch module is moved to ``device`` and ``dtype`` in place, as
+    ``nn.Module.to`` does; any other is called with the batch in that dtype and on that device.
     """
 
-    def __init__(self, model: Denoiser, batch_size: int = 64, device="cpu", dtype=torch.float32):
-        self.model = model.to(device=device, dtype=dtype).eval()
+    def __init__(self, potential: Potential, batch_size: int = 64, device="cpu", dtype=torch.float32):
+        if isinstance(potential, torch.nn.Module):
+            potential = potential.to(device=device, dtype=dtype).eval()
+        self.potential = potential
         self.batch_size = int(batch_size)
         self.device, self.dtype = device, dtype
-        self.model_calls = 0
+        self.model_calls = 0  # potential calls, one per step of the whole batch
 
     def run(self, jobs: Iterable[Job]) -> Iterator[Relaxed]:
         """Yield each structure as soon as its last stage ends (not in input order)."""
@@ -278,7 +284,7 @@ class BatchRelaxer:
         next_key = 0
         state: FireState | None = None
         first = None
-        lists = VerletLists(self.model.config.cutoff)
+        lists = None if self.potential.cutoff is None else VerletLists(self.potential.cutoff)
         symmetry, members_changed = None, False
         while True:
             free = self.batch_size - (0 if state is None else len(state.n_atoms))
@@ -305,9 +311,9 @@ class BatchRelaxer:
                 symmetry = self._symmetry([table[int(k)] for k in state.job])
                 members_changed = False
             structures = state.structures()
-            out = self.model(
+            out = self.potential(
                 structures,
-                lists.graph(structures),
+                None if lists is None else lists.graph(structures),
                 forces=True,
                 stress=bool((state.cell_mode > 0).any()),
             )
@@ -339,7 +345,8 @@ class BatchRelaxer:
                 keep = ~finished
                 members_changed = True
                 state, first = state.select(keep), first[keep]
-                lists.keep(keep)
+                if lists is not None:
+                    lists.keep(keep)
                 atom_forces = atom_forces[keep[structures.system]]
                 cell_forces = cell_forces[keep]
             if len(state.n_atoms):
@@ -374,7 +381,7 @@ class BatchRelaxer:
 
 
 def relax(
-    model: Denoiser,
+    potential: Potential,
     atoms_list: list[Atoms],
     stages: tuple[Stage, ...],
     batch_size: int = 64,
@@ -386,5 +393,5 @@ def relax(
         Job(key=i, atoms=a.copy(), stages=stages, rng=np.random.default_rng([seed, i]))
         for i, a in enumerate(atoms_list)
     )
-    results = BatchRelaxer(model, batch_size=batch_size, dtype=dtype).run(jobs)
+    results = BatchRelaxer(potential, batch_size=batch_size, dtype=dtype).run(jobs)
     return sorted(results, key=lambda r: r.key)
