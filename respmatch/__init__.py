@@ -11,6 +11,8 @@ from respmatch.model import Denoiser, ModelConfig, load_model, model_checksum
 from respmatch.reporting import report
 from respmatch.search.generate import generate
 from respmatch.search.spec import SearchSpec, search_preset
+from respmatch.potential import Potential
+from respmatch.recheck import recheck
 from respmatch.structures import Structures
 from respmatch.train import TrainConfig, train
 
@@ -20,6 +22,7 @@ __all__ = [
     "Denoiser",
     "LabelConfig",
     "ModelConfig",
+    "Potential",
     "ResponseMatchingCalculator",
     "StructureError",
     "Structures",
@@ -34,6 +37,7 @@ __all__ = [
     "read_structures",
     "SearchSpec",
     "report",
+    "recheck",
     "search_preset",
     "train",
 ]

@@ -1,4 +1,4 @@
-"""Command line: ``respmatch train | label | info | generate | export | evaluate | report | demo``."""
+"""Command line: ``respmatch train | label | info | generate | recheck | export | evaluate | report | demo``."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from respmatch.files import check_output
 from respmatch.io import read_structures
 from respmatch.labels import LabelConfig, export_labels, label_preset, with_pair_repulsion
 from respmatch.search.spec import SEARCH_PRESETS
+from respmatch.recheck.potentials import POTENTIALS
 from respmatch.structures import Structures
 
 
@@ -173,6 +174,30 @@ def cmd_generate(args) -> None:
             print(f"wrote the {len(ranked)} ranked structures to {args.ranked_out}")
 
 
+def cmd_recheck(args) -> None:
+    from respmatch.recheck import recheck
+
+    summary = recheck(
+        args.source,
+        args.potential,
+        relax=args.relax,
+        fmax=args.fmax,
+        max_steps=args.max_steps,
+        top=args.top,
+        only_converged=args.only_converged,
+        out=args.out,
+        resume=args.resume,
+        workers=args.workers,
+        batch_size=args.batch_size,
+        threads=args.threads or 1,
+        progress=not args.quiet,
+    )
+    print(
+        f"rechecked {summary['rechecked']} of {summary['selected']} selected structures with "
+        f"{summary['potential']} in {summary['seconds']:.1f} s ({summary['failed']} failed) -> {summary['out']}"
+    )
+
+
 def cmd_export(args) -> None:
     from respmatch.store import export
 
@@ -188,7 +213,9 @@ def cmd_evaluate(args) -> None:
     for option in ("json", "plot"):
         if getattr(args, option):
             check_output(getattr(args, option), inputs=inputs, option=f"--{option}")
-    evaluation = evaluate(args.source, args.kind, reference=args.reference, training=args.training)
+    evaluation = evaluate(args.source, args.kind, reference=args.reference, training=args.training,
+        rank_by=args.rank_by,
+    )
     print(evaluation.table())
     if args.json:
         evaluation.write_json(args.json)
@@ -346,6 +373,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     generate.set_defaults(func=cmd_generate, resumable=True)
 
+    recheck = commands.add_parser("recheck", help="judge (and relax) generated structures with a physical potential")
+    recheck.add_argument("source", help="RUN.db (updated in place) or a structure file (then --out)")
+    recheck.add_argument(
+        "--potential", metavar="NAME",
+        help=f"one of {', '.join(POTENTIALS)} (default: sevennet-0 for crystals, gfn2-xtb for molecules)",
+    )
+    recheck.add_argument("--relax", action="store_true", help="relax with the potential (FIRE; cell too for crystals)")
+    recheck.add_argument("--fmax", type=float, default=0.05, help="relaxation force threshold, eV/Å")
+    recheck.add_argument("--max-steps", type=int, default=300, help="relaxation step cap")
+    recheck.add_argument("--top", type=int, help="only the K lowest-Ẽ structures of each composition")
+    recheck.add_argument("--only-converged", action="store_true", help="skip structures whose RM search did not converge")
+    recheck.add_argument("--out", help="write into this new database instead of the source run")
+    recheck.add_argument("--resume", action="store_true", help="recheck only what an earlier run left")
+    recheck.add_argument("--workers", type=int, default=1, help="local processes")
+    recheck.add_argument("--batch-size", type=int, default=1, help="crystals relaxed at once by a batched potential")
+    recheck.add_argument("--threads", type=int, help="torch CPU threads per process (default 1)")
+    recheck.add_argument("--quiet", action="store_true", help="no progress bar")
+    recheck.set_defaults(func=cmd_recheck, resumable=True)
+
     export = commands.add_parser("export", help="write a run's structures to extxyz or CIF")
     export.add_argument("run", help="RUN.db")
     export.add_argument("--out", required=True, help="FILE.extxyz or FILE.cif")
@@ -359,6 +405,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--training", help="training structures, for novelty")
     evaluate.add_argument("--json", help="write summary, groups and per-structure records here")
     evaluate.add_argument("--plot", help="PNG: Ẽ-volume map (carbon) or rates per composition")
+    evaluate.add_argument(
+        "--rank-by", choices=["pseudo", "physical"], default="pseudo",
+        help="pick each formula's 1 try by Ẽ or by the re-check's physical energy",
+    )
     evaluate.set_defaults(func=cmd_evaluate)
 
     report = commands.add_parser("report", help="write a self-contained HTML report of a run")

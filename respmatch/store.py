@@ -41,6 +41,14 @@ from respmatch.record import RECORD_KEYS, Record
 # Parameters that may differ between a run and its resumption; n may only grow (extend a run).
 RESUME_MAY_CHANGE = frozenset({"batch_size", "device", "threads", "n", "model"})
 
+# Per-structure results of ``respmatch recheck`` (a physical potential's verdict), when present;
+# the relaxed structure itself is kept in the row's data (relaxed_positions, relaxed_cell).
+RECHECK_KEYS = (
+    "physical_potential", "physical_version", "physical_energy_per_atom", "physical_fmax",
+    "physical_error", "relaxed_energy_per_atom", "relax_steps", "relax_converged",
+    "relax_rms_displacement", "relax_survived", "recheck_relax", "recheck_fmax", "recheck_max_steps",
+)
+
 EXPORT_FORMATS = {".cif": "cif", ".extxyz": "extxyz", ".xyz": "extxyz"}
 
 def _connect(path_or_url: str | Path):
@@ -276,15 +284,23 @@ class RunStore:
             yield row.toatoms(), dict(row.key_value_pairs)
 
 
-def read_run(db_path: str | Path) -> list[Atoms]:
-    """The stored structures sorted by index, each with its record in ``atoms.info``."""
+def read_run(db_path: str | Path, relaxed: bool = False) -> list[Atoms]:
+    """The stored structures sorted by index, each with its record (and RECHECK_KEYS, where
+    rechecked) in ``atoms.info``; with ``relaxed``, the re-check's relaxed structure as
+    ``info["relaxed"]`` (Atoms)."""
     name = str(db_path)
     if "://" not in name and not Path(name).is_file():
         raise FileNotFoundError(f"{name}: no such results database")
     structures = []
     for row in _sorted_rows(_connect(name)):
         atoms = row.toatoms()
-        atoms.info.update({key: row.key_value_pairs[key] for key in RECORD_KEYS})
+        pairs = row.key_value_pairs
+        atoms.info.update({key: pairs[key] for key in (*RECORD_KEYS, *RECHECK_KEYS, "composition") if key in pairs})
+        if relaxed and "relaxed_positions" in row.data:
+            cell = row.data.get("relaxed_cell")
+            atoms.info["relaxed"] = Atoms(
+                atoms.numbers, row.data["relaxed_positions"], cell=cell, pbc=cell is not None
+            )
         structures.append(atoms)
     return structures
 

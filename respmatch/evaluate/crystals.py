@@ -15,7 +15,8 @@ the formula.  With a reference:
 - ``matched_lowest``: the valid try of lowest Ẽ per atom matches (the "1 try" rate: Ẽ is the
   only ranking a search has).  Unconverged tries are ranked too: a relaxation stopped at its
   step cap still has a meaningful Ẽ, and ranking only converged ones would leave formulas
-  whose tries all hit the cap without a pick.  ``rmse_lowest`` is that try's RMSE;
+  whose tries all hit the cap without a pick.  ``rmse_lowest`` is that try's RMSE (with
+  ``rank_by="physical"`` the try of lowest physical energy from ``respmatch recheck`` is the pick);
 - ranked budget (``keep`` = K): the valid converged tries grouped into distinct structures and
   ranked by Ẽ, as ``generate --tries M --keep K`` reports them; ``matched_top1``: the lowest
   distinct structure (its lowest-Ẽ member) matches, ``matched_topk``: one of the K lowest does;
@@ -35,6 +36,7 @@ from pymatgen.core import Composition, Structure
 from pymatgen.core.structure_matcher import StructureMatcher
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer, SymmetryUndeterminedError
 
+from respmatch.evaluate.physical import physical_energy
 from respmatch.evaluate.ranking import MATCHER_TOLERANCES, group_distinct, to_structure
 from respmatch.evaluate.result import Evaluation, share
 from respmatch.record import judged_fields
@@ -51,6 +53,7 @@ def evaluate_crystals(
     min_distance: float = 0.5,
     symprec: float = 0.1,
     keep: int = KEEP,
+    rank_by: str = "pseudo",
 ) -> Evaluation:
     """Validity, space group, distinct structures per formula; with ``reference`` the CSP match
     rates and RMSEs; with ``training`` the share of valid structures that match no training
@@ -74,6 +77,7 @@ def evaluate_crystals(
             "min_distance": distance,
             "spacegroup": symbol,
             "spacegroup_number": number,
+            "physical_energy_per_atom": physical_energy(atoms),
         }
         if references is not None:  # matched: None where the formula has no reference
             candidates = references.get(formula)
@@ -89,7 +93,10 @@ def evaluate_crystals(
     for formula in dict.fromkeys(formulas):
         members = [(r, c) for r, c in zip(records, crystals) if r["formula"] == formula]
         judged = references is not None and formula in references
-        groups[formula] = formula_metrics(matcher, members, novelty=known is not None, judged=judged, keep=keep)
+        groups[formula] = formula_metrics(
+            matcher, members, novelty=known is not None, judged=judged, keep=keep,
+            rank_key=f"{rank_by}_energy_per_atom",
+        )
     return Evaluation(
         kind="crystal",
         summary=summary(records, groups, novelty=known is not None, judged=references is not None, keep=keep),
@@ -99,15 +106,21 @@ def evaluate_crystals(
 
 
 def formula_metrics(
-    matcher: StructureMatcher, members: list[tuple[dict, Structure]], *, novelty: bool, judged: bool, keep: int
+    matcher: StructureMatcher,
+    members: list[tuple[dict, Structure]],
+    *,
+    novelty: bool,
+    judged: bool,
+    keep: int,
+    rank_key: str = "pseudo_energy_per_atom",
 ) -> dict:
     """Metrics of one formula's tries (records with their structures); match metrics if
-    ``judged`` (the formula has a reference)."""
+    ``judged`` (the formula has a reference).  The lowest ``rank_key`` picks the "1 try"."""
     valid = [(r, c) for r, c in members if r["valid"]]
-    # Tries without Ẽ rank after those with one; ties keep input order.
+    # Tries without that energy rank after those with one; ties keep input order.
     lowest = min(
         (r for r, _ in valid),
-        key=lambda r: math.inf if r["pseudo_energy_per_atom"] is None else r["pseudo_energy_per_atom"],
+        key=lambda r: math.inf if r[rank_key] is None else r[rank_key],
         default=None,
     )
     metrics = {
@@ -118,7 +131,7 @@ def formula_metrics(
     }
     if lowest:
         metrics["lowest_index"] = lowest["index"]
-        metrics["lowest_energy"] = lowest["pseudo_energy_per_atom"]
+        metrics["lowest_energy"] = lowest[rank_key]
         if lowest["spacegroup"]:
             metrics["spacegroup"] = f"{lowest['spacegroup']} ({lowest['spacegroup_number']})"
     if novelty:

@@ -1,7 +1,8 @@
 """Read generated structures for evaluation: a run database or any structure file.
 
 Every structure comes back as ASE ``Atoms`` whose ``info`` carries what the run stored
-(``index``, ``pseudo_energy_per_atom``, ``converged``, ``steps``, ``stage``) when it is known.
+(``index``, ``pseudo_energy_per_atom``, ``converged``, ``steps``, ``stage``) when it is known,
+and a run's re-check results (respmatch.store.RECHECK_KEYS, the relaxed structure as ``relaxed``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ def load_generated(source: str | Path | list[Atoms]) -> list[Atoms]:
     if not path.exists():
         raise StructureError(f"{path}: no such file")
     if path.suffix.lower() == ".db":
-        structures = read_run(path)
+        structures = read_run(path, relaxed=True)
         if not structures:
             raise StructureError(f"{path}: the run database holds no structures")
         return structures

@@ -1,0 +1,148 @@
+"""``respmatch recheck``: judge stored candidates with a physical potential, resumably.
+
+SOURCE is a run database (results go into each structure's own row: a store update, never a
+second row) or any structure file the project reads (results go into ``out``, a new database
+with one row per structure).  Every record is committed the moment its chunk returns, and the
+settings travel with each record, so a run killed at any moment resumes (``resume=True``) with
+only the structures not yet rechecked, and refuses to mix results of different settings.
+"""
+
+from __future__ import annotations
+
+from respmatch.errors import RespmatchError
+
+import time
+from collections import defaultdict
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from multiprocessing import get_context
+from pathlib import Path
+
+import torch
+from ase import Atoms
+from tqdm.auto import tqdm
+
+from respmatch.evaluate.load import load_generated
+from respmatch.recheck.check import RecheckSettings, recheck_chunk
+from respmatch.recheck.potentials import DEFAULT_POTENTIAL, check_structures, potential_info
+from respmatch.recheck.store import RecheckStore
+
+
+def recheck(
+    source: str | Path,
+    potential: str | None = None,
+    *,
+    relax: bool = False,
+    fmax: float = 0.05,
+    max_steps: int = 300,
+    top: int | None = None,
+    only_converged: bool = False,
+    out: str | Path | None = None,
+    resume: bool = False,
+    workers: int = 1,
+    chunk_size: int = 4,
+    batch_size: int = 1,
+    threads: int = 1,
+    progress: bool = True,
+) -> dict:
+    """Re-check the structures of ``source`` (all, converged ones, or the ``top`` lowest-Ẽ per
+    composition) with ``potential`` (default: sevennet-0 for crystals, gfn2-xtb for molecules)."""
+    if top is not None and top < 1:
+        raise RespmatchError(f"--top must be a positive number of structures, got {top}")
+    if fmax <= 0 or max_steps < 0:
+        raise RespmatchError(f"need fmax > 0 and max steps >= 0, got {fmax} and {max_steps}")
+    if workers < 1 or chunk_size < 1 or batch_size < 1:
+        raise RespmatchError("workers, chunk size and batch size must be positive")
+    is_run = Path(source).suffix.lower() == ".db"
+    if out is None and not is_run:
+        raise RespmatchError(f"{source}: not a run database; give --out OUT.db for the results")
+    if out is not None and Path(out).resolve() == Path(source).resolve():
+        raise RespmatchError(f"{out}: --out is the source itself; leave --out away to update a run in place")
+    structures = load_generated(source)
+    if not is_run:  # a file's own "index" (e.g. a try number per composition) need not be unique
+        for position, atoms in enumerate(structures):
+            atoms.info["index"] = position
+    potential = potential or default_potential(structures, source)
+    potential_info(potential)
+    chosen = select(structures, top, only_converged, source)
+    check_structures(potential, [(f"{source}: structure {a.info['index']}", a) for a in chosen])
+    settings = RecheckSettings(potential, relax, float(fmax), int(max_steps), int(batch_size))
+
+    store = RecheckStore(out or source, structures if out is not None else None, resume)
+    wanted = settings_pairs(settings)
+    done = store.rechecked(wanted, resume)
+    keyed = {store.key_of(atoms): atoms for atoms in chosen}
+    todo = [(key, atoms) for key, atoms in keyed.items() if key not in done]
+    started = time.perf_counter()
+    failed = 0
+    with tqdm(total=len(keyed), initial=len(keyed) - len(todo), desc="recheck", unit="structure",
+              disable=not progress) as bar:
+        for records in run_chunks(todo, settings, workers, chunk_size, threads):
+            for record in records:
+                store.write(record.pop("key"), {**record, **wanted})
+                failed += "physical_error" in record
+            bar.update(len(records))
+    seconds = time.perf_counter() - started
+    return {
+        "out": str(out or source),
+        "potential": potential,
+        "selected": len(keyed),
+        "rechecked": len(todo),
+        "failed": failed,
+        "seconds": seconds,
+        "structures_per_second": len(todo) / seconds if todo and seconds > 0 else float("nan"),
+    }
+
+
+def default_potential(structures: list[Atoms], source) -> str:
+    kinds = {"crystal" if a.pbc.all() else "molecule" for a in structures}
+    if len(kinds) > 1:
+        raise RespmatchError(f"{source}: holds both crystals and molecules; recheck them separately")
+    return DEFAULT_POTENTIAL[kinds.pop()]
+
+
+def select(structures: list[Atoms], top: int | None, only_converged: bool, source) -> list[Atoms]:
+    """The structures to recheck: converged ones if asked, then the ``top`` lowest-Ẽ per composition."""
+    chosen = [a for a in structures if not only_converged or a.info.get("converged", True)]
+    if top is None:
+        return chosen
+    groups = defaultdict(list)
+    for atoms in chosen:
+        if atoms.info.get("pseudo_energy_per_atom") is None:
+            raise RespmatchError(f"{source}: structure {atoms.info['index']} has no pseudo_energy_per_atom to rank by for --top")
+        groups[atoms.info.get("composition", atoms.get_chemical_formula())].append(atoms)
+    kept = {id(a) for members in groups.values()
+            for a in sorted(members, key=lambda a: a.info["pseudo_energy_per_atom"])[:top]}
+    return [a for a in chosen if id(a) in kept]
+
+
+def settings_pairs(settings: RecheckSettings) -> dict:
+    """The settings as stored beside every record (batch size does not change the result)."""
+    return {
+        "physical_potential": settings.potential,
+        "recheck_relax": settings.relax,
+        "recheck_fmax": settings.fmax,
+        "recheck_max_steps": settings.max_steps,
+    }
+
+
+def run_chunks(todo, settings, workers: int, chunk_size: int, threads: int):
+    """Records of ``todo`` in chunks, as they complete: here, or spread over worker processes."""
+    chunks = [todo[k : k + chunk_size] for k in range(0, len(todo), chunk_size)]
+    if workers == 1:
+        torch.set_num_threads(threads)
+        for chunk in chunks:
+            yield recheck_chunk(chunk, settings)
+        return
+    # spawn, not fork: forked torch and OpenMP state is not safe to reuse in a child.
+    context = get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=torch.set_num_threads, initargs=(threads,)) as pool:
+        pending = {pool.submit(recheck_chunk, chunk, settings) for chunk in chunks[: 2 * workers]}
+        queued = iter(chunks[2 * workers :])
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                yield future.result()
+                chunk = next(queued, None)
+                if chunk is not None:
+                    pending.add(pool.submit(recheck_chunk, chunk, settings))
+
