@@ -18,6 +18,7 @@ from respmatch.recheck import recheck
 from respmatch.recheck import potentials
 from respmatch.recheck import run as run_module
 from respmatch.recheck.check import RecheckSettings, recheck_chunk
+from respmatch.record import Record
 from respmatch.store import RunStore, read_run
 
 
@@ -73,7 +74,7 @@ def test_crystal_potential_on_a_silicon_cell(name, silicon):
     assert atoms.get_stress().shape == (6,) and np.isfinite(atoms.get_stress()).all()
 
     start = rattled(silicon)
-    (record,) = recheck_chunk([(0, start)], RecheckSettings(name, relax=True, fmax=0.01))
+    (record,) = recheck_chunk([(0, start)], RecheckSettings(name, relax=True, fmax=0.02))
     assert record["relax_converged"] and record["relax_survived"]
     back = relaxed_atoms(start, record)
     # Back to diamond: every atom 4 neighbours at one bond length, PBE-like (2.35-2.40 Å).
@@ -86,7 +87,7 @@ def test_crystal_potential_on_a_silicon_cell(name, silicon):
     # (two cells per call), ends where ASE's FIRE on FrechetCellFilter ends.
     other = silicon.copy()
     other.rattle(0.04, seed=5)
-    batched, _ = recheck_chunk([(0, start), (1, other)], RecheckSettings(name, relax=True, fmax=0.01, batch_size=2))
+    batched, _ = recheck_chunk([(0, start), (1, other)], RecheckSettings(name, relax=True, fmax=0.02, batch_size=2))
     assert batched["relax_converged"]
     assert batched["relaxed_energy_per_atom"] == pytest.approx(record["relaxed_energy_per_atom"], abs=2e-4)
     assert np.allclose(batched["relaxed_cell"], record["relaxed_cell"], atol=0.02)
@@ -94,12 +95,11 @@ def test_crystal_potential_on_a_silicon_cell(name, silicon):
 
 def molecule_run(path, names=("H2O", "CH4", "NH3", "H2O")):
     """A run database as ``generate`` writes it, of rattled molecules."""
-    store = RunStore(path, {"composition": "test"})
-    for index, name in enumerate(names):
-        atoms = molecule(name)
-        atoms.rattle(0.05, seed=index)
-        store.write(atoms, index=index, seed=0, pseudo_energy_per_atom=-0.1 * index, converged=index != 3,
-                    steps=10, stage="relax")
+    with RunStore(path, {"composition": "test"}) as store:
+        for index, name in enumerate(names):
+            atoms = molecule(name)
+            atoms.rattle(0.05, seed=index)
+            store.write(atoms, Record(index, 0, -0.1 * index, index != 3, 10, "relax"))
     return path
 
 

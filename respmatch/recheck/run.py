@@ -81,6 +81,7 @@ def recheck(
                 store.write(record.pop("key"), {**record, **wanted})
                 failed += "physical_error" in record
             bar.update(len(records))
+    store.close()
     seconds = time.perf_counter() - started
     return {
         "out": str(out or source),

@@ -1,16 +1,19 @@
 """Where re-check records go: the rows of a run database (updated in place) or a new database.
 
 A new database (``--out``) first receives every source structure in one transaction (so a kill
-leaves it empty or whole), then each record as it arrives.  Rows are keyed by ``index``.
+leaves it empty or whole), then each record as it arrives.  Rows are keyed by ``index``.  The
+re-check holds the run's writer lock (respmatch.store) while it writes: a search still writing
+the run, or a second re-check, is refused.
 """
 
 from __future__ import annotations
 
-from respmatch.errors import RespmatchError
-
+import weakref
 from pathlib import Path
 
 from ase import Atoms
+
+from respmatch.errors import RespmatchError
 
 from respmatch.store import RECORD_KEYS, _acquire_writer, _connect, _release_writer
 
@@ -23,6 +26,9 @@ class RecheckStore:
         if source is not None:
             self._create(source, resume)
         self.db = _connect(self.path)
+        self.db.count()  # ASE makes its tables on first use: the lock needs them
+        token = _acquire_writer(self.db.filename)
+        self.close = weakref.finalize(self, _release_writer, self.db.filename, token)
         self.rows = {
             row.key_value_pairs["index"]: (row.id, row.key_value_pairs)
             for row in self.db.select("index", include_data=False)
