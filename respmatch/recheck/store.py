@@ -14,7 +14,6 @@ from pathlib import Path
 from ase import Atoms
 
 from respmatch.errors import RespmatchError
-
 from respmatch.store import RECORD_KEYS, _acquire_writer, _connect, _release_writer
 
 DATA_KEYS = ("relaxed_positions", "relaxed_cell")  # kept in the row's data, not its columns
