@@ -117,12 +117,12 @@ def cmd_generate(args) -> None:
     volume = parse_volume_range(args.volume_per_atom) if args.volume_per_atom else None
     options = _key_values(args.option, "--option")
     if args.space_groups and not args.symmetry:
-        raise ValueError("--space-groups chooses the groups of symmetric starts: give --symmetry too")
+        raise RespmatchError("--space-groups chooses the groups of symmetric starts: give --symmetry too")
     options.update(symmetry=args.symmetry, keep_symmetry=args.keep_symmetry)
     if args.space_groups:
         options["space_groups"] = args.space_groups
     if args.keep is not None and args.keep <= 0:
-        raise ValueError(f"--keep must be a positive number of structures, got {args.keep}")
+        raise RespmatchError(f"--keep must be a positive number of structures, got {args.keep}")
     with dask_client(args.workers, args.scheduler) as client:
         summary = generate(
             args.model,
@@ -156,7 +156,10 @@ def cmd_generate(args) -> None:
             f"{summary['valid_unique']} distinct molecules, {summary['valid_unique_per_second']:.3f} per second"
         )
     if summary["stored"] < args.n:
-        raise SystemExit(f"{args.out}: only {summary['stored']} of {args.n} valid molecules within the tries allowed")
+        raise RespmatchError(
+            f"{args.out}: only {summary['stored']} of {args.n} valid molecules within the tries allowed; "
+            "raise --max-tries and continue with --resume"
+        )
     if args.keep:
         from ase.io import write
 
