@@ -310,6 +310,19 @@ def start(argv: list[str], cwd: Path) -> subprocess.Popen:
     )
 
 
+def interrupt(process: subprocess.Popen, fault: str) -> None:
+    """Ctrl-C (one line with the --resume hint, exit 130) or kill -9 of a running command."""
+    process.send_signal(signal.SIGINT if fault == "ctrl-c" else signal.SIGKILL)
+    _, err = process.communicate(timeout=60)
+    if fault == "ctrl-c":
+        assert process.returncode == 130
+        assert err.strip().splitlines() == [
+            "respmatch: interrupted; the same command with --resume continues the run"
+        ]
+    else:
+        assert process.returncode == -signal.SIGKILL
+
+
 def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> None:
     """Until ``path`` exists: the command is at work (past its imports and checks)."""
     deadline = time.monotonic() + timeout
@@ -333,16 +346,9 @@ def test_interrupted_training_keeps_the_earlier_model_and_resumes(files, fault):
     process = start(argv, folder)
     wait_for(folder / "new.pt.state", process)
     time.sleep(random.uniform(0, 1.0))
-    process.send_signal(signal.SIGINT if fault == "ctrl-c" else signal.SIGKILL)
-    _, err = process.communicate(timeout=60)
+    interrupt(process, fault)
     if fault == "ctrl-c":
-        assert process.returncode == 130
-        assert err.strip().splitlines() == [
-            "respmatch: interrupted; the same command with --resume continues the run"
-        ]
         no_temporaries(folder)
-    else:
-        assert process.returncode == -signal.SIGKILL
     after = snapshot(folder)
     assert {p: after[p] for p in before} == before  # data and earlier model untouched
     argv[argv.index("200")] = "3"  # fewer epochs: resumed to the end at once
@@ -361,15 +367,7 @@ def test_interrupted_generate_keeps_what_it_stored_and_resumes(files, fault):
     process = start(argv, folder)
     wait_for(run, process)
     time.sleep(random.uniform(0.2, 1.0))
-    process.send_signal(signal.SIGINT if fault == "ctrl-c" else signal.SIGKILL)
-    _, err = process.communicate(timeout=60)
-    if fault == "ctrl-c":
-        assert process.returncode == 130
-        assert err.strip().splitlines() == [
-            "respmatch: interrupted; the same command with --resume continues the run"
-        ]
-    else:
-        assert process.returncode == -signal.SIGKILL
+    interrupt(process, fault)
     after = snapshot(folder)
     assert {p: after[p] for p in before} == before
     from respmatch.store import read_run
