@@ -19,9 +19,14 @@ def add_options(parser: argparse.ArgumentParser, potential: str, top: int | None
     group.add_argument("--recheck-relax", action=argparse.BooleanOptionalAction, default=relax)
     group.add_argument("--recheck-fmax", type=float, default=0.05)
     group.add_argument("--recheck-max-steps", type=int, default=300)
-    group.add_argument("--recheck-workers", type=int, default=1, help="local processes")
     group.add_argument("--recheck-batch-size", type=int, default=1, help="cells per call of a batched potential")
     group.add_argument("--recheck-resume", action="store_true", help="continue an interrupted re-check")
+
+
+def describe_cluster(args) -> str:
+    if args.scheduler:
+        return f"Dask cluster at {args.scheduler}"
+    return f"{args.workers} Dask worker(s)" if args.workers else "1 process"
 
 
 def run(generated, out_dir, args, kind: str, reference=None, training=None):
@@ -33,7 +38,7 @@ def run(generated, out_dir, args, kind: str, reference=None, training=None):
     summary = respmatch.recheck(
         source, args.recheck_potential, relax=args.recheck_relax, fmax=args.recheck_fmax,
         max_steps=args.recheck_max_steps, top=args.recheck_top, out=out, resume=args.recheck_resume,
-        workers=args.recheck_workers, batch_size=args.recheck_batch_size, threads=args.threads,
+        workers=args.workers, scheduler=args.scheduler, batch_size=args.recheck_batch_size, threads=args.threads,
     )
     settings = (f"{summary['potential']}, {'relaxed' if args.recheck_relax else 'single point'}"
                 f"{f' (fmax {args.recheck_fmax}, at most {args.recheck_max_steps} steps)' if args.recheck_relax else ''}, "
@@ -41,7 +46,7 @@ def run(generated, out_dir, args, kind: str, reference=None, training=None):
     print(f"\n## Physical re-check: {settings}")
     print(f"rechecked {summary['rechecked']} structures in {summary['seconds']:.0f} s "
           f"({summary['structures_per_second']:.3f} structures/s, {args.threads} threads, "
-          f"{args.recheck_workers} process(es)), {summary['failed']} failed -> {out}")
+          f"{describe_cluster(args)}), {summary['failed']} failed -> {out}")
     evaluation = evaluate(out, kind, reference=reference, training=training)
     evaluation.write_json(out_dir / "recheck_evaluation.json")
     print(evaluation.table())

@@ -191,6 +191,8 @@ def cmd_recheck(args) -> None:
         out=args.out,
         resume=args.resume,
         workers=args.workers,
+        scheduler=args.scheduler,
+        chunk_size=args.chunk_size,
         batch_size=args.batch_size,
         threads=args.threads or 1,
         progress=not args.quiet,
@@ -389,7 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
     recheck.add_argument("--only-converged", action="store_true", help="skip structures whose RM search did not converge")
     recheck.add_argument("--out", help="write into this new database instead of the source run")
     recheck.add_argument("--resume", action="store_true", help="recheck only what an earlier run left")
-    recheck.add_argument("--workers", type=int, default=1, help="local processes")
+    add_cluster_options(recheck)
+    recheck.add_argument("--chunk-size", type=int, default=4, help="structures per cluster task (default: 4)")
     recheck.add_argument("--batch-size", type=int, default=1, help="crystals relaxed at once by a batched potential")
     recheck.add_argument("--threads", type=int, help="torch CPU threads per process (default 1)")
     recheck.add_argument("--quiet", action="store_true", help="no progress bar")

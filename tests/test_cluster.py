@@ -182,3 +182,41 @@ def test_cli_workers_starts_a_local_cluster(trained_diamond, tmp_path, capsys):
     exactly_once(out, 6)
     assert main([*command, "--resume", "--scheduler", "tcp://127.0.0.1:1"]) == 2
     assert "not both" in capsys.readouterr().err
+
+
+def test_recheck_on_the_cluster_stores_what_a_local_recheck_stores(client, tmp_path):
+    from ase.build import molecule
+    from ase.io import write
+
+    from respmatch.store import read_run
+
+    starts = []
+    for k, name in enumerate(["H2O", "CH4", "NH3", "H2O", "CH4"]):
+        atoms = molecule(name)
+        atoms.rattle(0.05, seed=k)
+        atoms.info.update(pseudo_energy_per_atom=-0.1 * k, converged=True)
+        starts.append(atoms)
+    source = tmp_path / "molecules.extxyz"
+    write(source, starts)
+    here, there = tmp_path / "here.db", tmp_path / "there.db"
+    respmatch.recheck(source, "gfn2-xtb", relax=True, out=here, progress=False)
+    summary = respmatch.recheck(source, "gfn2-xtb", relax=True, out=there, client=client, chunk_size=2,
+                                progress=False)
+    assert summary["rechecked"] == 5
+    exactly_once(there, 5)
+    local, remote = read_run(here), read_run(there)
+    for a, b in zip(local, remote):
+        assert a.info["index"] == b.info["index"]
+        assert b.info["relaxed_energy_per_atom"] == pytest.approx(a.info["relaxed_energy_per_atom"], abs=1e-8)
+        assert b.info["relax_steps"] == a.info["relax_steps"]
+
+
+def test_cli_recheck_workers_starts_a_local_cluster(tmp_path, capsys):
+    from ase.build import molecule
+    from ase.io import write
+
+    source, out = tmp_path / "water.extxyz", tmp_path / "checked.db"
+    write(source, [molecule("H2O"), molecule("NH3")])
+    assert main(["recheck", str(source), "--out", str(out), "--workers", "2", "--chunk-size", "1", "--quiet"]) == 0
+    assert "rechecked 2 of 2" in capsys.readouterr().out
+    exactly_once(out, 2)

@@ -9,18 +9,16 @@ only the structures not yet rechecked, and refuses to mix results of different s
 
 from __future__ import annotations
 
-from respmatch.errors import RespmatchError
-
 import time
 from collections import defaultdict
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from multiprocessing import get_context
 from pathlib import Path
 
 import torch
 from ase import Atoms
 from tqdm.auto import tqdm
 
+from respmatch.cluster import chunked, dask_client, run_chunks
+from respmatch.errors import RespmatchError
 from respmatch.evaluate.load import load_generated
 from respmatch.recheck.check import RecheckSettings, recheck_chunk
 from respmatch.recheck.potentials import DEFAULT_POTENTIAL, check_structures, potential_info
@@ -38,20 +36,29 @@ def recheck(
     only_converged: bool = False,
     out: str | Path | None = None,
     resume: bool = False,
-    workers: int = 1,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    client=None,
     chunk_size: int = 4,
     batch_size: int = 1,
     threads: int = 1,
     progress: bool = True,
 ) -> dict:
     """Re-check the structures of ``source`` (all, converged ones, or the ``top`` lowest-Ẽ per
-    composition) with ``potential`` (default: sevennet-0 for crystals, gfn2-xtb for molecules)."""
+    composition) with ``potential`` (default: sevennet-0 for crystals, gfn2-xtb for molecules).
+
+    Here, or on Dask: ``workers=N`` starts a local cluster of N processes, ``scheduler`` joins a
+    running one, ``client`` uses the caller's.  Workers recheck chunks of ``chunk_size``
+    structures; this process alone writes the results, record by record as chunks return.
+    """
     if top is not None and top < 1:
         raise RespmatchError(f"--top must be a positive number of structures, got {top}")
     if fmax <= 0 or max_steps < 0:
         raise RespmatchError(f"need fmax > 0 and max steps >= 0, got {fmax} and {max_steps}")
-    if workers < 1 or chunk_size < 1 or batch_size < 1:
+    if (workers is not None and workers < 1) or chunk_size < 1 or batch_size < 1:
         raise RespmatchError("workers, chunk size and batch size must be positive")
+    if client is not None and (workers is not None or scheduler is not None):
+        raise RespmatchError("give a Dask client or --workers/--scheduler, not both")
     is_run = Path(source).suffix.lower() == ".db"
     if out is None and not is_run:
         raise RespmatchError(f"{source}: not a run database; give --out OUT.db for the results")
@@ -74,14 +81,17 @@ def recheck(
     todo = [(key, atoms) for key, atoms in keyed.items() if key not in done]
     started = time.perf_counter()
     failed = 0
-    with tqdm(total=len(keyed), initial=len(keyed) - len(todo), desc="recheck", unit="structure",
-              disable=not progress) as bar:
-        for records in run_chunks(todo, settings, workers, chunk_size, threads):
-            for record in records:
-                store.write(record.pop("key"), {**record, **wanted})
-                failed += "physical_error" in record
-            bar.update(len(records))
-    store.close()
+    try:
+        with dask_client(workers, scheduler) as own_client, tqdm(
+            total=len(keyed), initial=len(keyed) - len(todo), desc="recheck", unit="structure", disable=not progress
+        ) as bar:
+            for records in checked_chunks(todo, settings, client or own_client, chunk_size, threads):
+                for record in records:
+                    store.write(record.pop("key"), {**record, **wanted})
+                    failed += "physical_error" in record
+                bar.update(len(records))
+    finally:
+        store.close()
     seconds = time.perf_counter() - started
     return {
         "out": str(out or source),
@@ -126,24 +136,14 @@ def settings_pairs(settings: RecheckSettings) -> dict:
     }
 
 
-def run_chunks(todo, settings, workers: int, chunk_size: int, threads: int):
-    """Records of ``todo`` in chunks, as they complete: here, or spread over worker processes."""
-    chunks = [todo[k : k + chunk_size] for k in range(0, len(todo), chunk_size)]
-    if workers == 1:
+def checked_chunks(todo, settings, client, chunk_size: int, threads: int):
+    """Records of ``todo`` in chunks, as they complete: here, or on the workers of a Dask ``client``
+    (each worker loads the potential once and keeps it for its later chunks)."""
+    chunks = chunked(todo, chunk_size)
+    if client is None:
         torch.set_num_threads(threads)
         for chunk in chunks:
             yield recheck_chunk(chunk, settings)
         return
-    # spawn, not fork: forked torch and OpenMP state is not safe to reuse in a child.
-    context = get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=torch.set_num_threads, initargs=(threads,)) as pool:
-        pending = {pool.submit(recheck_chunk, chunk, settings) for chunk in chunks[: 2 * workers]}
-        queued = iter(chunks[2 * workers :])
-        while pending:
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in finished:
-                yield future.result()
-                chunk = next(queued, None)
-                if chunk is not None:
-                    pending.add(pool.submit(recheck_chunk, chunk, settings))
-
+    for result in run_chunks(client, recheck_chunk, chunks, settings):
+        yield result.results
