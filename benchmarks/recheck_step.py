@@ -19,7 +19,7 @@ def add_options(parser: argparse.ArgumentParser, potential: str, top: int | None
     group.add_argument("--recheck-relax", action=argparse.BooleanOptionalAction, default=relax)
     group.add_argument("--recheck-fmax", type=float, default=0.05)
     group.add_argument("--recheck-max-steps", type=int, default=300)
-    group.add_argument("--recheck-batch-size", type=int, default=1, help="cells per call of a batched potential")
+    group.add_argument("--recheck-batch-size", type=int, default=16, help="cells per call of a batched potential")
     group.add_argument("--recheck-resume", action="store_true", help="continue an interrupted re-check")
 
 

@@ -8,6 +8,10 @@
 2. The scheduler: no-op tasks per second through the local cluster's scheduler (the basis of the
    projection to many workers), and the pickled size of one record (what a chunk sends back).
 3. The writer: records per second that ``RunStore.write_many`` commits into SQLite, in chunks.
+4. The machine's own ceiling, without Dask: one chunk's search in one plain process alone, then
+   the same in two plain processes at once.  On a small machine two processes slow each other
+   (shared caches, memory bandwidth, a virtual CPU's neighbour); the ratio is the most that any
+   scheduler could reach here, and Dask's efficiency is read against it.
 
 Run it on a quiet machine (``/work/wt/cpuslot --both``): it times parallel work.
 
@@ -23,6 +27,8 @@ import statistics
 import tempfile
 import time
 from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 
 import torch
@@ -68,7 +74,8 @@ def main() -> None:
     for workers in (int(w) for w in args.workers.split(",")):
         runs[workers] = cluster_run(model, workers, volume, args, out_dir)
     writer = writer_throughput(args.records, args.chunk_size)
-    report = {"settings": vars(args), "runs": runs, "writer": writer}
+    ceiling = machine_ceiling(model, volume, args, out_dir)
+    report = {"settings": vars(args), "runs": runs, "writer": writer, "ceiling": ceiling}
     one = runs.get(1)
     print("\n| workers | wall s | structures/s | efficiency | chunks | chunk s (median) | scheduling | "
           "model shipping | record return | overhead |")
@@ -84,6 +91,12 @@ def main() -> None:
           f"({writer['records']} C8 records, chunks of {args.chunk_size}, "
           f"{writer['seconds_per_chunk'] * 1e3:.1f} ms per chunk); {writer['bytes_per_record']} bytes "
           "per pickled record")
+    print(f"machine ceiling without Dask: one chunk alone {ceiling['alone_seconds']:.1f} s, two at once "
+          f"{ceiling['pair_seconds']:.1f} s: {ceiling['efficiency']:.1%} efficiency at best on this machine")
+    if one and 2 in runs:
+        relative = runs[2]["efficiency"] / ceiling["efficiency"]
+        report["efficiency_of_ceiling"] = relative
+        print(f"Dask at 2 workers reaches {relative:.1%} of that ceiling")
     if one and max(runs) > 1:
         report["projection"] = projection(runs, writer)
     (out_dir / "scale.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
@@ -117,6 +130,33 @@ def cluster_run(model, workers: int, volume, args, out_dir: Path) -> dict:
         "overhead": overhead,
         "scheduler_tasks_per_second": tasks_per_second,
     }
+
+
+def search_alone(model, volume, args, out: str) -> float:
+    """Seconds for one chunk's search in this (plain, 1-thread) process."""
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    respmatch.generate(model, args.composition, args.chunk_size, out, preset=args.preset, volume_per_atom=volume,
+                       batch_size=args.batch_size, progress=False)
+    return time.perf_counter() - started
+
+
+def machine_ceiling(model, volume, args, out_dir: Path) -> dict:
+    """The same chunk alone, then in two processes at once: the parallel efficiency this machine
+    allows two single-threaded searches, with no scheduler involved."""
+    outs = [out_dir / f"ceiling{k}.db" for k in range(5)]
+    for out in outs:
+        out.unlink(missing_ok=True)
+    warm_up = argparse.Namespace(**{**vars(args), "chunk_size": 4})
+    with ProcessPoolExecutor(2, mp_context=get_context("spawn")) as pool:
+        # both processes import and run a small search before the clock
+        list(pool.map(search_alone, [model] * 2, [volume] * 2, [warm_up] * 2, map(str, outs[3:])))
+        alone = pool.submit(search_alone, model, volume, args, str(outs[0])).result()
+        pair = [pool.submit(search_alone, model, volume, args, str(out)) for out in outs[1:3]]
+        pair_seconds = max(future.result() for future in pair)
+    for out in outs:
+        out.unlink(missing_ok=True)
+    return {"alone_seconds": alone, "pair_seconds": pair_seconds, "efficiency": alone / pair_seconds}
 
 
 def projection(runs: dict, writer: dict) -> list[dict]:
