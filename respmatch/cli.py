@@ -394,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_cluster_options(recheck)
     recheck.add_argument("--chunk-size", type=int, help="structures per cluster task (default: one batch, at least 4)")
     recheck.add_argument("--batch-size", type=int, default=16, help="crystals relaxed at once by a batched potential (default 16)")
-    recheck.add_argument("--threads", type=int, help="torch CPU threads per process (default 1)")
+    recheck.add_argument("--threads", type=positive_int, help="torch CPU threads per process (default 1)")
     recheck.add_argument("--quiet", action="store_true", help="no progress bar")
     recheck.set_defaults(func=cmd_recheck, resumable=True)
 

@@ -7,6 +7,8 @@ learned pseudo-energy, judge what came out, and write the table, the structures,
 
 from __future__ import annotations
 
+import math
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -16,11 +18,12 @@ from ase.io import write
 
 from respmatch.evaluate.carbon import evaluate_carbon
 from respmatch.evaluate.plots import plot_carbon_map
-from respmatch.files import atomic_write_bytes
+from respmatch.errors import RespmatchError
+from respmatch.files import atomic_path, atomic_write_bytes, check_output_folder
 from respmatch.model import model_checksum
 from respmatch.reporting import from_structures, report
 from respmatch.search.generate import search_compositions
-from respmatch.search.spec import search_preset
+from respmatch.search.spec import SEARCH_PRESETS, search_preset
 from respmatch.train import TrainConfig, train
 
 # The paper's single datum is a diamond cell with 1.42 Å bonds (4.41 Å³/atom); the same
@@ -39,11 +42,56 @@ class DemoSettings:
     seed: int = 0
     batch_size: int = 100
 
+    def __post_init__(self):
+        """Settings that cannot make a demo are refused here, before any folder or file exists."""
+
+        def whole(value, least=1):
+            return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+        volumes = self.volume_per_atom
+        wanted = {
+            "epochs": (whole(self.epochs), "a whole number of at least 1"),
+            "cell_sizes": (bool(self.cell_sizes) and all(map(whole, self.cell_sizes)), "atoms per cell, e.g. (2, 4)"),
+            "tries_per_size": (whole(self.tries_per_size), "a whole number of at least 1"),
+            "volume_per_atom": (
+                len(volumes) == 2 and all(isinstance(v, (int, float)) and 0 < v < math.inf for v in volumes)
+                and volumes[0] <= volumes[1],
+                "a range (low, high) of Å³ per atom, e.g. (3.8, 5.6)",
+            ),
+            "preset": (self.preset in SEARCH_PRESETS, f"one of {', '.join(SEARCH_PRESETS)}"),
+            "max_steps": (self.max_steps is None or whole(self.max_steps), "None or a whole number of at least 1"),
+            "batch_size": (whole(self.batch_size), "a whole number of at least 1"),
+        }
+        for name, (fits, expected) in wanted.items():
+            if not fits:
+                raise RespmatchError(f"demo option {name}={getattr(self, name)!r}: expected {expected}")
+
 
 def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), progress: bool = True) -> dict:
-    """Train, generate, evaluate; return the timings and the evaluation summary."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Train, generate, evaluate; return the timings and the evaluation summary.
+
+    The folder is checked before any work.  A demo that fails or is interrupted removes the
+    files it created (and the folder, if it made it); files of an earlier demo are each replaced
+    only by a whole new one.
+    """
+    out_dir = check_output_folder(out_dir)
+    created = not out_dir.exists()
+    out_dir.mkdir(exist_ok=True)
+    earlier = set(out_dir.iterdir())
+    try:
+        return _run(out_dir, settings, progress)
+    except BaseException:
+        for path in set(out_dir.iterdir()) - earlier:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        if created:
+            out_dir.rmdir()
+        raise
+
+
+def _run(out_dir: Path, settings: DemoSettings, progress: bool) -> dict:
     timings = {}
 
     started = time.perf_counter()
@@ -55,7 +103,6 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), progr
 
     started = time.perf_counter()
     structures_path = out_dir / "generated.extxyz"
-    structures_path.unlink(missing_ok=True)
     structures = []
     stages = search_preset(settings.preset).stages
     caps = {f"stage{k}.max_steps": settings.max_steps for k in range(len(stages))} if settings.max_steps else {}
@@ -69,9 +116,11 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), progr
         options=caps,
         progress=progress,
     )
-    for atoms in search:
-        write(structures_path, atoms, format="extxyz", append=True)  # kept as they finish
-        structures.append(atoms)
+    with atomic_path(structures_path) as temporary:
+        temporary.write_bytes(b"")  # empty, even where a killed demo left one
+        for atoms in search:
+            write(temporary, atoms, format="extxyz", append=True)  # as they finish, renamed at the end
+            structures.append(atoms)
     timings["generate_s"] = time.perf_counter() - started
 
     started = time.perf_counter()

@@ -38,8 +38,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with open(temporary, "rb+") as file:
             os.fsync(file.fileno())  # a full disk shows at the latest here, not after the rename
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         temporary.unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.filename is None:
+            error.filename = str(path)  # the one line then names the file (a failed rename has none)
         raise
 
 
@@ -64,12 +66,7 @@ def check_output(
     path = Path(path)
     if path.is_dir():
         raise RespmatchError(f"{option} {path}: is a folder; give a file name")
-    folder = path.parent
-    if not folder.is_dir():
-        what = "is not a folder" if folder.exists() else "does not exist"
-        raise RespmatchError(f"{option} {path}: the folder {folder} {what}; create it first")
-    if not os.access(folder, os.W_OK):
-        raise RespmatchError(f"{option} {path}: the folder {folder} is not writable")
+    _check_folder(path, option)
     for source in inputs:
         if path.exists() and Path(source).exists() and os.path.samefile(path, source):
             raise RespmatchError(
@@ -77,3 +74,26 @@ def check_output(
                 "choose another name"
             )
     return path
+
+
+def check_output_folder(path: str | os.PathLike, option: str = "--out") -> Path:
+    """Refuse, before any work, an output folder that is a file, or that can neither be written
+    nor created (its parent must exist: a mistyped path is not silently made)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise RespmatchError(f"{option} {path}: is a file, not a folder; give a folder")
+    if path.is_dir() and not os.access(path, os.W_OK):
+        raise RespmatchError(f"{option} {path}: the folder is not writable")
+    if not path.is_dir():
+        _check_folder(path, option)
+    return path
+
+
+def _check_folder(path: Path, option: str) -> None:
+    """The folder that will hold ``path`` exists and is writable."""
+    folder = path.parent
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise RespmatchError(f"{option} {path}: the folder {folder} {what}; create it first")
+    if not os.access(folder, os.W_OK):
+        raise RespmatchError(f"{option} {path}: the folder {folder} is not writable")

@@ -73,6 +73,34 @@ def _is_sqlite(path: Path) -> bool:
         return file.read(16) == b"SQLite format 3\x00"
 
 
+def open_existing(path_or_url: str | Path):
+    """An existing database, to read.  ``ase.db.connect`` would create a missing file and write
+    its tables into an empty file or any other SQLite database: the user's input would change."""
+    name = str(path_or_url)
+    path = Path(name)
+    if "://" in name or path.is_dir():
+        return _connect(name)
+    if not path.is_file():
+        raise FileNotFoundError(f"{name}: no such run database")
+    if not path.stat().st_size:
+        raise RespmatchError(f"{name}: empty file, not a run database")
+    if _is_sqlite(path) and not _has_ase_tables(path):
+        raise RespmatchError(f"{name}: an SQLite database, but not a run database (no ASE tables)")
+    return _connect(name)
+
+
+def _has_ase_tables(path: Path) -> bool:
+    """Whether the SQLite file holds ASE's tables.  A query writes nothing (except that SQLite
+    rolls back what a killed writer left half-done, as any reader must)."""
+    con = sqlite3.connect(path)
+    try:
+        return con.execute("SELECT COUNT(*) FROM sqlite_master WHERE name = 'systems'").fetchone()[0] > 0
+    except sqlite3.DatabaseError:
+        return False
+    finally:
+        con.close()
+
+
 def _plain(value):
     """JSON-ready copy (tuples, arrays → lists; numpy scalars → Python) so values round-trip."""
     if isinstance(value, dict):
@@ -288,11 +316,8 @@ def read_run(db_path: str | Path, relaxed: bool = False) -> list[Atoms]:
     """The stored structures sorted by index, each with its record (and RECHECK_KEYS, where
     rechecked) in ``atoms.info``; with ``relaxed``, the re-check's relaxed structure as
     ``info["relaxed"]`` (Atoms)."""
-    name = str(db_path)
-    if "://" not in name and not Path(name).is_file():
-        raise FileNotFoundError(f"{name}: no such results database")
     structures = []
-    for row in _sorted_rows(_connect(name)):
+    for row in _sorted_rows(open_existing(db_path)):
         atoms = row.toatoms()
         pairs = row.key_value_pairs
         atoms.info.update({key: pairs[key] for key in (*RECORD_KEYS, *RECHECK_KEYS, "composition") if key in pairs})

@@ -33,6 +33,18 @@ GENERATE = [
     "--composition", "C2", "--n", "2", "--preset", "fixed-volume", "--volume-per-atom", "5.5",
     "--option", "stage0.max_steps=5", "--quiet",
 ]
+DEMO = ["--quiet", *(f"--option={o}" for o in ("epochs=2", "cell_sizes=(2,)", "tries_per_size=2", "max_steps=5"))]
+
+
+def rattled_molecules(n: int) -> list:
+    """Small molecules off their minima: what GFN1-xTB (the cheapest re-check) relaxes at once."""
+    shapes = [molecule(name) for name in ("H2O", "CH4", "NH3")]
+    out = []
+    for k in range(n):
+        atoms = shapes[k % 3].copy()
+        atoms.rattle(0.1, seed=k)
+        out.append(atoms)
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +52,7 @@ def prepared(tmp_path_factory, trained_diamond):
     """Training data, a model and a run database, made once."""
     folder = tmp_path_factory.mktemp("prepared")
     write(folder / "diamond.extxyz", bulk("C", "diamond", a=3.567))
+    write(folder / "molecules.extxyz", rattled_molecules(2))
     shutil.copy(trained_diamond[0], folder / "model.pt")
     assert main(["generate", "--model", str(folder / "model.pt"), "--out", str(folder / "run.db"), *GENERATE]) == 0
     return folder
@@ -47,16 +60,16 @@ def prepared(tmp_path_factory, trained_diamond):
 
 @pytest.fixture()
 def files(tmp_path, prepared):
-    """A folder of the user's: training data, a model and a run database."""
-    names = {"data": "diamond.extxyz", "model": "model.pt", "run": "run.db"}
+    """A folder of the user's: training data, molecules, a model and a run database."""
+    names = {"data": "diamond.extxyz", "molecules": "molecules.extxyz", "model": "model.pt", "run": "run.db"}
     for name in names.values():
         shutil.copy(prepared / name, tmp_path / name)
     return {key: tmp_path / name for key, name in names.items()} | {"folder": tmp_path}
 
 
 def snapshot(folder: Path) -> dict:
-    """Every file's bytes: what a failing command must leave as it was."""
-    return {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    """Every file's bytes, and every folder: what a failing command must leave as it was."""
+    return {p: p.read_bytes() if p.is_file() else "folder" for p in sorted(folder.rglob("*"))}
 
 
 def one_line_error(capsys, *words) -> str:
@@ -74,21 +87,32 @@ def no_temporaries(folder: Path) -> None:
 
 
 def commands(f: dict, out_name: str) -> dict:
-    """Each command that writes a file, writing to ``out_name`` in the folder."""
+    """Each command that writes a file (demo: a folder), writing to ``out_name`` in the folder."""
     out = str(f["folder"] / out_name)
     return {
         "train": ["train", str(f["data"]), "--out", out + ".pt", *TRAIN],
         "label": ["label", str(f["data"]), "--out", out + ".extxyz"],
         "generate": ["generate", "--model", str(f["model"]), "--out", out + ".db", *GENERATE],
+        "recheck": ["recheck", str(f["molecules"]), "--out", out + ".db", "--potential", "gfn1-xtb", "--quiet"],
         "export": ["export", str(f["run"]), "--out", out + ".extxyz"],
         "evaluate": ["evaluate", str(f["run"]), "--kind", "carbon", "--json", out + ".json"],
+        "report": ["report", str(f["run"]), "--out", out + ".html"],
+        "demo": ["demo", "--out", out, *DEMO],
     }
+
+
+COMMANDS = ["train", "label", "generate", "recheck", "export", "evaluate", "report", "demo"]
+DATABASES = {"generate", "recheck"}  # their --out is a run database, made by the command itself
+
+
+def output_of(argv: list[str]) -> Path:
+    return Path(argv[argv.index("--out" if "--out" in argv else "--json") + 1])
 
 
 # --- inputs and options are checked before anything is written -----------------------------------
 
 
-@pytest.mark.parametrize("command", ["train", "label", "generate", "export", "evaluate"])
+@pytest.mark.parametrize("command", COMMANDS)
 @pytest.mark.parametrize("fault", ["missing folder", "folder as file", "read-only folder", "is a folder"])
 def test_unwritable_output_is_refused_before_any_work(files, command, fault, capsys, monkeypatch):
     folder = files["folder"]
@@ -97,16 +121,19 @@ def test_unwritable_output_is_refused_before_any_work(files, command, fault, cap
     elif fault == "folder as file":
         (folder / "plain").write_text("a file, not a folder")
         argv = commands(files, "plain/out")[command]
-    elif fault == "is a folder":
+    elif fault == "is a folder":  # demo writes a folder: a file is its wrong kind
         argv = commands(files, "out")[command]
-        Path(argv[argv.index("--out" if "--out" in argv else "--json") + 1]).mkdir()
+        if command == "demo":
+            output_of(argv).write_text("a file, not a folder")
+        else:
+            output_of(argv).mkdir()
     else:  # tests run as root, whom chmod does not stop: the folder answers as read-only
         real_access = os.access
         monkeypatch.setattr(os, "access", lambda p, mode: mode != os.W_OK and real_access(p, mode))
         argv = commands(files, "out")[command]
     before = snapshot(folder)
     assert main(argv) == 2
-    one_line_error(capsys, "respmatch: error:")
+    one_line_error(capsys, "respmatch: error:", str(output_of(argv)))
     assert snapshot(folder) == before
 
 
@@ -123,6 +150,17 @@ def test_unwritable_output_is_refused_before_any_work(files, command, fault, cap
         ("generate", ["--composition", "8C"], ["'8C'"]),
         ("generate", ["--composition", "C8+"], ["'C8+'"]),
         ("generate", ["--option", "nope=1"], ["nope"]),
+        ("recheck", ["--top", "0"], ["--top", "got 0"]),
+        ("recheck", ["--fmax", "nan"], ["fmax > 0", "got nan"]),
+        ("recheck", ["--workers", "0"], ["workers"]),
+        ("recheck", ["--threads", "0"], ["--threads", "'0'"]),
+        ("report", ["--structures", "-1"], ["--structures", "got -1"]),
+        ("demo", ["--option", "epochs=0"], ["epochs=0", "at least 1"]),
+        ("demo", ["--option", "tries_per_size=x"], ["tries_per_size='x'", "whole number"]),
+        ("demo", ["--option", "cell_sizes=()"], ["cell_sizes=()"]),
+        ("demo", ["--option", "volume_per_atom=(5.0,)"], ["volume_per_atom=(5.0,)"]),
+        ("demo", ["--option", "preset=foo"], ["preset='foo'", "fixed-volume"]),
+        ("demo", ["--option", "nope=1"], ["unknown option 'nope'"]),
     ],
 )
 def test_bad_option_is_one_line_and_creates_nothing(files, command, extra, words, capsys):
@@ -141,23 +179,49 @@ def test_cuda_without_cuda_is_one_line(files, capsys):
     assert snapshot(files["folder"]) == before
 
 
-@pytest.mark.parametrize("command", ["train", "label"])
-def test_output_that_is_the_input_is_refused(files, command, capsys):
-    data = files["data"]
-    argv = [command, str(data), "--out", str(data)] + (TRAIN if command == "train" else [])
-    before = data.read_bytes()
+@pytest.mark.parametrize(
+    "command, source",
+    [("train", "data"), ("label", "data"), ("recheck", "molecules"), ("recheck", "run"), ("export", "run"),
+     ("evaluate", "run"), ("report", "run")],
+)
+def test_output_that_is_the_input_is_refused(files, command, source, capsys):
+    argv = commands(files, "out")[command]
+    if command == "recheck":
+        argv[1] = str(files[source])
+    argv[argv.index(str(output_of(argv)))] = str(files["folder"] / "." / files[source].name)  # another path to it
+    before = snapshot(files["folder"])
     assert main(argv) == 2
     one_line_error(capsys, "is the input")
-    assert data.read_bytes() == before
+    assert snapshot(files["folder"]) == before
 
 
-def test_export_and_evaluate_refuse_to_overwrite_their_input(files, capsys):
-    run = files["run"]
+@pytest.mark.parametrize("command", ["recheck", "report"])
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        ("missing", ["no such"]),
+        ("empty", ["empty file"]),
+        ("text", ["not a run database"]),
+        ("foreign SQLite", ["SQLite database, but not a run database"]),
+    ],
+)
+def test_an_input_that_is_not_a_run_is_named_and_left_as_it_was(files, command, content, words, capsys):
+    source = files["folder"] / "input.db"
+    if content == "empty":
+        source.write_bytes(b"")
+    elif content == "text":
+        source.write_text("not a database\n")
+    elif content == "foreign SQLite":  # ase.db.connect would write its tables into it
+        with sqlite3.connect(source) as connection:
+            connection.execute("CREATE TABLE notes (text)")
+        connection.close()
+    argv = commands(files, "out")[command]
+    argv[1] = str(source)
+    if command == "recheck":
+        del argv[2:4]  # a run database is rechecked in place
     before = snapshot(files["folder"])
-    assert main(["export", str(run), "--out", str(files["folder"] / "." / "run.db")]) == 2
-    one_line_error(capsys, "is the input")
-    assert main(["evaluate", str(run), "--kind", "carbon", "--json", str(run)]) == 2
-    one_line_error(capsys, "is the input")
+    assert main(argv) == 2
+    one_line_error(capsys, "input.db", *words)
     assert snapshot(files["folder"]) == before
 
 
@@ -264,21 +328,27 @@ def fail_writes_after(monkeypatch, calls: int, code: int = errno.ENOSPC):
     monkeypatch.setattr(SQLite3Database, "_write", write_row)
 
 
-@pytest.mark.parametrize("command", ["train", "label", "generate", "export", "evaluate"])
+@pytest.mark.parametrize("command", COMMANDS)
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS])
 def test_full_or_read_only_disk_is_one_line_and_changes_nothing(files, command, code, monkeypatch, capsys):
     argv = commands(files, "out")[command]
-    out = Path(argv[argv.index("--out" if "--out" in argv else "--json") + 1])
-    if command != "generate":
+    out = output_of(argv)
+    if command == "demo":  # an earlier demo's folder: its files must survive
+        out.mkdir()
+        (out / "report.html").write_bytes(b"earlier output")
+    elif command not in DATABASES:
         out.write_bytes(b"earlier output")  # must survive a failed write whole
     if command == "train":
         shutil.copy(files["model"], out)
     before = snapshot(files["folder"])
-    fail_writes_after(monkeypatch, 1 if command == "train" else 0, code)
+    # train: after its first epoch's state; recheck: at its first record, its database made.
+    fail_writes_after(monkeypatch, {"train": 1, "recheck": 3}.get(command, 0), code)
     assert main(argv) == 2
     one_line_error(capsys, "disk" if code == errno.ENOSPC else "read")
     after = snapshot(files["folder"])
-    for path in (files["data"], files["model"], files["run"], out):
+    if command == "demo":
+        assert after == before  # the files it made are gone, the earlier one is as it was
+    for path in (files["data"], files["molecules"], files["model"], files["run"], out):
         assert after.get(path) == before.get(path), path
     no_temporaries(files["folder"])
     assert not out.with_name(out.name + ".state").exists() or command == "train"
@@ -310,15 +380,15 @@ def start(argv: list[str], cwd: Path) -> subprocess.Popen:
     )
 
 
-def interrupt(process: subprocess.Popen, fault: str) -> None:
-    """Ctrl-C (one line with the --resume hint, exit 130) or kill -9 of a running command."""
+def interrupt(process: subprocess.Popen, fault: str, resumable: bool = True) -> None:
+    """Ctrl-C (one line, with the --resume hint where the command resumes, exit 130) or kill -9
+    of a running command."""
     process.send_signal(signal.SIGINT if fault == "ctrl-c" else signal.SIGKILL)
     _, err = process.communicate(timeout=60)
     if fault == "ctrl-c":
         assert process.returncode == 130
-        assert err.strip().splitlines() == [
-            "respmatch: interrupted; the same command with --resume continues the run"
-        ]
+        hint = "; the same command with --resume continues the run" if resumable else ""
+        assert err.strip().splitlines() == [f"respmatch: interrupted{hint}"]
     else:
         assert process.returncode == -signal.SIGKILL
 
@@ -332,6 +402,19 @@ def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> Non
         time.sleep(0.05)
 
 
+def interrupted_run(argv: list[str], folder: Path, at_work: Path, fault: str, pause: float = 1.0,
+                    resumable: bool = True) -> None:
+    """Run a command, interrupt it at a random moment once ``at_work`` exists, and check that
+    every file that was in ``folder`` before is as it was."""
+    before = snapshot(folder)
+    process = start(argv, folder)
+    wait_for(at_work, process)
+    time.sleep(random.uniform(0.1, pause))
+    interrupt(process, fault, resumable)
+    after = snapshot(folder)
+    assert {p: after[p] for p in before} == before
+
+
 LONG_TRAIN = ["--epochs", "200", "--quiet", "--model", "cutoff=3.0", "--train-option",
               "batch_size=4", "--train-option", "early_stop_patience=200", "--label",
               "noise_levels=(0, 1, 2, 4)", "--label", "strain_scales=(-0.05, 0.0, 0.05)"]
@@ -341,16 +424,10 @@ LONG_TRAIN = ["--epochs", "200", "--quiet", "--model", "cutoff=3.0", "--train-op
 def test_interrupted_training_keeps_the_earlier_model_and_resumes(files, fault):
     folder, model = files["folder"], files["folder"] / "new.pt"
     shutil.copy(files["model"], model)  # an earlier model at --out must survive the interruption
-    before = snapshot(folder)
     argv = ["train", str(files["data"]), "--out", str(model), *LONG_TRAIN]
-    process = start(argv, folder)
-    wait_for(folder / "new.pt.state", process)
-    time.sleep(random.uniform(0, 1.0))
-    interrupt(process, fault)
+    interrupted_run(argv, folder, folder / "new.pt.state", fault)  # data and earlier model untouched
     if fault == "ctrl-c":
         no_temporaries(folder)
-    after = snapshot(folder)
-    assert {p: after[p] for p in before} == before  # data and earlier model untouched
     argv[argv.index("200")] = "3"  # fewer epochs: resumed to the end at once
     assert main(argv + ["--resume"]) == 0
     no_temporaries(folder)
@@ -363,13 +440,7 @@ def test_interrupted_generate_keeps_what_it_stored_and_resumes(files, fault):
     argv = ["generate", "--model", str(files["model"]), "--out", str(run), "--composition", "C2",
             "--n", "30", "--batch-size", "2", "--preset", "fixed-volume", "--volume-per-atom",
             "5.5", "--option", "stage0.max_steps=40", "--quiet"]
-    before = snapshot(folder)
-    process = start(argv, folder)
-    wait_for(run, process)
-    time.sleep(random.uniform(0.2, 1.0))
-    interrupt(process, fault)
-    after = snapshot(folder)
-    assert {p: after[p] for p in before} == before
+    interrupted_run(argv, folder, run, fault)
     from respmatch.store import read_run
 
     stored = {a.info["index"]: a.positions.tobytes() for a in read_run(run)} if run.exists() else {}
@@ -377,3 +448,46 @@ def test_interrupted_generate_keeps_what_it_stored_and_resumes(files, fault):
     resumed = {a.info["index"]: a.positions.tobytes() for a in read_run(run)}
     assert sorted(resumed) == list(range(30))  # nothing lost, nothing twice
     assert all(resumed[i] == stored[i] for i in stored)  # what was stored stays as it was
+
+
+@pytest.mark.parametrize("fault", ["ctrl-c", "kill -9"])
+def test_interrupted_recheck_keeps_what_it_stored_and_resumes(files, fault, capsys):
+    folder, out, source = files["folder"], files["folder"] / "checked.db", files["folder"] / "many.extxyz"
+    write(source, rattled_molecules(60))  # a few seconds of GFN1-xTB relaxations
+    argv = ["recheck", str(source), "--out", str(out), "--potential", "gfn1-xtb", "--relax", "--quiet"]
+    interrupted_run(argv, folder, out, fault)
+    from respmatch.store import read_run
+
+    def rechecked() -> dict:
+        return {a.info["index"]: a.info["relaxed_energy_per_atom"] for a in read_run(out) if "physical_potential" in a.info}
+
+    stored = rechecked() if out.exists() else {}
+    assert len(stored) < 60  # interrupted mid-run
+    assert main(argv + ["--resume"]) == 0
+    assert f"rechecked {60 - len(stored)} of 60" in capsys.readouterr().out  # nothing twice
+    resumed = rechecked()
+    assert sorted(resumed) == list(range(60))  # nothing lost
+    assert all(resumed[i] == stored[i] for i in stored)  # what was stored stays as it was
+
+
+def test_interrupted_demo_leaves_nothing(files):
+    folder, out = files["folder"], files["folder"] / "demo"
+    before = snapshot(folder)
+    argv = ["demo", "--out", str(out), *DEMO, "--option", "epochs=400"]
+    interrupted_run(argv, folder, out / "diamond.pt.state", "ctrl-c", pause=0.5, resumable=False)  # training
+    assert not out.exists() and snapshot(folder) == before
+
+
+@pytest.mark.parametrize("command", ["label", "export", "evaluate", "report"])
+def test_ctrl_c_while_writing_keeps_the_earlier_file_and_no_temporary(files, command, monkeypatch, capsys):
+    argv = commands(files, "out")[command]
+    output_of(argv).write_bytes(b"earlier output")
+    before = snapshot(files["folder"])
+
+    def interrupted(fd):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "fsync", interrupted)  # the written temporary is being flushed
+    assert main(argv) == 130
+    assert capsys.readouterr().err.strip() == "respmatch: interrupted"
+    assert snapshot(files["folder"]) == before

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from respmatch.cluster import chunked, dask_client, run_chunks
 from respmatch.errors import RespmatchError
 from respmatch.evaluate.load import load_generated
+from respmatch.files import check_output
 from respmatch.recheck.check import RecheckSettings, recheck_chunk
 from respmatch.recheck.potentials import DEFAULT_POTENTIAL, check_structures, potential_info
 from respmatch.recheck.store import RecheckStore
@@ -55,7 +56,7 @@ def recheck(
     """
     if top is not None and top < 1:
         raise RespmatchError(f"--top must be a positive number of structures, got {top}")
-    if fmax <= 0 or max_steps < 0:
+    if not fmax > 0 or max_steps < 0:  # "not >": a NaN fmax is refused too
         raise RespmatchError(f"need fmax > 0 and max steps >= 0, got {fmax} and {max_steps}")
     chunk_size = chunk_size or max(4, batch_size)
     if (workers is not None and workers < 1) or chunk_size < 1 or batch_size < 1:
@@ -65,8 +66,8 @@ def recheck(
     is_run = Path(source).suffix.lower() == ".db"
     if out is None and not is_run:
         raise RespmatchError(f"{source}: not a run database; give --out OUT.db for the results")
-    if out is not None and Path(out).resolve() == Path(source).resolve():
-        raise RespmatchError(f"{out}: --out is the source itself; leave --out away to update a run in place")
+    if out is not None:
+        check_output(out, inputs=[source])
     structures = load_generated(source)
     if not is_run:  # a file's own "index" (e.g. a try number per composition) need not be unique
         for position, atoms in enumerate(structures):
@@ -84,17 +85,14 @@ def recheck(
     todo = [(key, atoms) for key, atoms in keyed.items() if key not in done]
     started = time.perf_counter()
     failed = 0
-    try:
-        with dask_client(workers, scheduler) as own_client, tqdm(
-            total=len(keyed), initial=len(keyed) - len(todo), desc="recheck", unit="structure", disable=not progress
-        ) as bar:
-            for records in checked_chunks(todo, settings, client or own_client, chunk_size, threads):
-                for record in records:
-                    store.write(record.pop("key"), {**record, **wanted})
-                    failed += "physical_error" in record
-                bar.update(len(records))
-    finally:
-        store.close()
+    with store, dask_client(workers, scheduler) as own_client, tqdm(
+        total=len(keyed), initial=len(keyed) - len(todo), desc="recheck", unit="structure", disable=not progress
+    ) as bar:
+        for records in checked_chunks(todo, settings, client or own_client, chunk_size, threads):
+            for record in records:
+                store.write(record.pop("key"), {**record, **wanted})
+                failed += "physical_error" in record
+            bar.update(len(records))
     seconds = time.perf_counter() - started
     return {
         "out": str(out or source),

@@ -7,52 +7,18 @@ as CIF or XYZ.  Everything the page needs is inside the file: it opens offline a
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from ase import Atoms
 
 from respmatch.errors import RespmatchError
 from respmatch.evaluate import Evaluation
+from respmatch.files import atomic_write_bytes, check_output
 from respmatch.reporting.judge import assign, read_evaluation
 from respmatch.reporting.page import page_data, render
 from respmatch.reporting.runs import Run, from_structures, read_database
 
 DEFAULT_STRUCTURES = 50  # structures per composition whose coordinates the page embeds
-
-
-def check_output(out: Path, inputs: list[Path]) -> None:
-    """Refuse, before any work, an output that cannot be written or would replace an input."""
-    if out.is_dir():
-        raise RespmatchError(f"{out}: is a folder; give the report's file name (e.g. report.html)")
-    if not out.parent.is_dir():
-        raise RespmatchError(f"{out}: cannot write the report: folder {out.parent} does not exist")
-    if not os.access(out.parent, os.W_OK):
-        raise RespmatchError(f"{out}: cannot write the report: folder {out.parent} is not writable")
-    if out.exists() and not os.access(out, os.W_OK):
-        raise RespmatchError(f"{out}: cannot write the report: the file is read-only")
-    for path in inputs:
-        if path.exists() and out.exists() and out.samefile(path):
-            raise RespmatchError(f"{out}: is one of the report's inputs; choose another --out")
-
-
-def write_atomically(out: Path, text: str) -> None:
-    """Write to a temporary file beside ``out``, then rename: a failure leaves no half report."""
-    try:
-        handle, temporary = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    except OSError as error:
-        raise RespmatchError(f"{out}: cannot write the report ({error.strerror})") from None
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, out)
-    except BaseException as error:
-        Path(temporary).unlink(missing_ok=True)
-        if isinstance(error, OSError):  # a full disk, a folder that went away
-            raise RespmatchError(f"{out}: cannot write the report ({error.strerror})") from None
-        raise
 
 
 def report(
@@ -96,7 +62,7 @@ def report(
     if recheck and not any(row["recheck"] for run in runs for row in run.rows):
         names = ", ".join(run.name for run in runs)
         raise RespmatchError(f"{names}: no structure has physical re-check results (run respmatch recheck first)")
-    write_atomically(out, render(page_data(runs, assigned, structures, folders)))
+    atomic_write_bytes(out, render(page_data(runs, assigned, structures, folders)).encode())
     return out
 
 

@@ -12,13 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import ase.db
 import numpy as np
 from ase import Atoms
 from ase.db.core import YEAR
 
 from respmatch.errors import RespmatchError
 from respmatch.record import RECORD_KEYS
+from respmatch.store import open_existing
 
 # Keys a physical re-check (``respmatch recheck``) writes into a run's rows.
 RECHECK_PREFIXES = ("physical_", "relax_", "relaxed_")
@@ -56,16 +56,16 @@ def summary(atoms_numbers, cell, pbc, pairs: dict, composition: str) -> dict:
 
 
 def read_database(path: str | Path) -> Run:
-    """A run database written by ``respmatch generate`` (and perhaps updated by ``recheck``).
+    """A run database written by ``respmatch generate`` (and perhaps updated by ``recheck``), or
+    the database of ``respmatch recheck FILE --out OUT.db``: structures without run parameters,
+    shown with what they have.
 
-    Refuses, with one line naming the file, anything that is not such a run: a missing file
-    (never created here, as ``ase.db.connect`` would), a file that is not SQLite, a database
-    without run parameters or without stored structures.
+    Refuses, with one line naming the file, anything else: a missing file (never created here,
+    as ``ase.db.connect`` would), a file that is not an ASE database, rows respmatch did not
+    write, no rows at all.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such run database")
-    db = ase.db.connect(str(path), type="db", use_lock_file=False)
+    db = open_existing(path)
     try:
         parameters = db.metadata
         with db:  # one connection for all rows: ASE opens one per row otherwise (4× slower)
@@ -76,11 +76,16 @@ def read_database(path: str | Path) -> Run:
             ]
     except (sqlite3.DatabaseError, ValueError, KeyError) as error:
         raise RespmatchError(f"{path}: not a respmatch run database ({error})") from None
-    if not parameters or "composition" not in parameters:
-        raise RespmatchError(f"{path}: not a respmatch run (no run parameters: was it written by respmatch generate?)")
+    if parameters and "composition" not in parameters:
+        raise RespmatchError(f"{path}: not a respmatch run (its parameters name no composition)")
+    # A run's rows carry the whole record; a re-check's own database at least each structure's index.
+    required, writer = (RECORD_KEYS, "respmatch generate") if parameters else (("index",), "respmatch generate or recheck")
     for row_id, *_, pairs in selected:
-        if not pairs.keys() >= set(RECORD_KEYS):
-            raise RespmatchError(f"{path}: row {row_id} is not a generated structure (it lacks the keys {', '.join(RECORD_KEYS)})")
+        if not pairs.keys() >= set(required):
+            raise RespmatchError(
+                f"{path}: not a respmatch run (row {row_id} lacks the keys {', '.join(required)}: "
+                f"was it written by {writer}?)"
+            )
     if not selected:
         raise RespmatchError(f"{path}: the run holds no structures yet")
     selected.sort(key=lambda row: row[5]["index"])
@@ -91,18 +96,21 @@ def read_database(path: str | Path) -> Run:
         for k in positions:
             row = db.get(id=ids[k])
             atoms = row.toatoms()
-            atoms.info.update({key: row.key_value_pairs[key] for key in RECORD_KEYS})
+            atoms.info.update({key: row.key_value_pairs[key] for key in RECORD_KEYS if key in row.key_value_pairs})
             structures.append(atoms)
         return structures
 
-    composition = parameters["composition"]
+    def composition(numbers, pairs) -> str:
+        return parameters.get("composition") or pairs.get("composition") or Atoms(numbers).get_chemical_formula()
+
     ctimes = [row[1] for row in selected]
     return Run(
         name=path.name,
         parameters=parameters,
-        rows=[summary(numbers, cell, pbc, pairs, composition) for _, _, numbers, cell, pbc, pairs in selected],
+        rows=[summary(numbers, cell, pbc, pairs, composition(numbers, pairs)) for _, _, numbers, cell, pbc, pairs in selected],
         read=read,
-        seconds=(max(ctimes) - min(ctimes)) * YEAR if len(selected) > 1 else None,
+        # a re-check's own database writes all its rows at once: no search time to show
+        seconds=(max(ctimes) - min(ctimes)) * YEAR if len(selected) > 1 and parameters else None,
     )
 
 
