@@ -51,6 +51,9 @@ def run_card(run: Run) -> list[tuple[str, str]]:
     if p.get("volume_per_atom") is not None:
         card.append(("volume per atom", f"{p['volume_per_atom']} Å³"))
     card += [(key, str(p[key])) for key in ("dtype", "device", "batch_size") if key in p]
+    if not p:  # e.g. a re-check of a structure file: only what the structures themselves hold
+        card = [(label, value) for label, value in card if value not in ("-", "none")]
+        card.append(("run parameters", "none recorded"))
     return card
 
 

@@ -111,7 +111,9 @@ def page_data(runs: list[Run], evaluations: dict[int, Evaluation], structures: i
     }
 
     kinds = sorted({e.kind for e in evaluations.values()})
-    plots = {"energies": figures.energy_boxes(rows)}
+    plots = {}
+    if any(r["energy"] is not None for r in rows):  # a re-check of a plain structure file has no Ẽ
+        plots["energies"] = figures.energy_boxes(rows)
     if any(r["periodic"] for r in rows):
         judged = "judge's class" if evaluations else "convergence (no judge's verdicts)"
         plots["map"] = figures.energy_map(rows, classes, f"Ẽ against volume, coloured by {judged}")
@@ -125,7 +127,8 @@ def page_data(runs: list[Run], evaluations: dict[int, Evaluation], structures: i
             flags = [r["converged"] for r in rows if r["composition"] == c and r["converged"] is not None]
             converged[c] = sum(flags) / len(flags) if flags else None
         shares = {"converged": converged}
-    plots["rates"] = figures.rate_bars(shares, "per composition: " + ", ".join(m.replace("_", " ") for m in shares))
+    if any(v is not None for values in shares.values() for v in values.values()):
+        plots["rates"] = figures.rate_bars(shares, "per composition: " + ", ".join(m.replace("_", " ") for m in shares))
 
     run_cards, models = [], {}
     for run, folder in zip(runs, source_dirs):
@@ -139,7 +142,7 @@ def page_data(runs: list[Run], evaluations: dict[int, Evaluation], structures: i
         run_cards.append(cards.run_card(run))
 
     physical_summary = recheck.summary(rows)
-    if physical_summary is not None:
+    if any(r["energy"] is not None and p is not None for r, p in zip(rows, physical)):
         plots["recheck"] = figures.recheck_scatter(rows, physical)
 
     judged = []

@@ -42,20 +42,22 @@ def summary(rows: list[dict]) -> dict | None:
     if not checked:
         return None
     potentials = sorted({f"{r['recheck'].get('physical_potential', '?')} {r['recheck'].get('physical_version', '')}".strip() for r in checked})
-    scored = [(r["energy"], physical_energy(r), r["composition"]) for r in checked]
-    scored = [(e, p, c) for e, p, c in scored if e is not None and p is not None]
+    measured = [(r["energy"], physical_energy(r), r["composition"]) for r in checked]
+    # Pairs with Ẽ: a re-check of a plain structure file has none, and then no ρ to show.
+    scored = [(e, p, c) for e, p, c in measured if e is not None and p is not None]
     card = [
         ("potential", ", ".join(potentials)),
         ("structures rechecked", f"{len(checked)} of {len(rows)}"),
-        ("with a physical energy", str(len(scored))),
+        ("with a physical energy", str(sum(p is not None for _, p, _ in measured))),
         ("failed", str(sum(1 for r in checked if r["recheck"].get("physical_error")))),
     ]
     for label, suffix in (("relaxation converged", "_converged"), ("survived relaxation", "_survived")):
         value = _share(checked, suffix)
         if value:
             card.append((label, value))
-    overall = spearman([(e, p) for e, p, _ in scored])
-    card.append(("Spearman ρ(Ẽ, E_phys), all", "-" if overall is None else f"{overall:.3f}"))
+    if scored:
+        overall = spearman([(e, p) for e, p, _ in scored])
+        card.append(("Spearman ρ(Ẽ, E_phys), all", "-" if overall is None else f"{overall:.3f}"))
     by_composition = {}
     for composition in sorted({c for _, _, c in scored}, key=lambda c: (len(c), c)):
         pairs = [(e, p) for e, p, c in scored if c == composition]
