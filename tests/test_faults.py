@@ -315,17 +315,19 @@ def fail_writes_after(monkeypatch, calls: int, code: int = errno.ENOSPC):
     monkeypatch.setattr(os, "fsync", fsync)
     from ase.db.sqlite import SQLite3Database
 
-    real_write = SQLite3Database._write
+    def failing(real):
+        def write_row(self, *args, **kwargs):
+            count["n"] += 1
+            if count["n"] > calls:
+                raise sqlite3.OperationalError(
+                    "database or disk is full" if code == errno.ENOSPC else "attempt to write a readonly database"
+                )
+            return real(self, *args, **kwargs)
 
-    def write_row(self, *args, **kwargs):
-        count["n"] += 1
-        if count["n"] > calls:
-            raise sqlite3.OperationalError(
-                "database or disk is full" if code == errno.ENOSPC else "attempt to write a readonly database"
-            )
-        return real_write(self, *args, **kwargs)
+        return write_row
 
-    monkeypatch.setattr(SQLite3Database, "_write", write_row)
+    for method in ("_write", "_update"):  # a new row, and a row updated (recheck's records)
+        monkeypatch.setattr(SQLite3Database, method, failing(getattr(SQLite3Database, method)))
 
 
 @pytest.mark.parametrize("command", COMMANDS)
