@@ -373,9 +373,6 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument(
         "--chunk-size", type=int, help="structures per cluster task (default: four batches)"
     )
-    generate.set_defaults(func=cmd_generate)
-
-
     generate.set_defaults(func=cmd_generate, resumable=True)
 
     recheck = commands.add_parser("recheck", help="judge (and relax) generated structures with a physical potential")
