@@ -77,7 +77,7 @@ def evaluate_crystals(
             "min_distance": distance,
             "spacegroup": symbol,
             "spacegroup_number": number,
-            "physical_energy_per_atom": physical_energy(atoms),
+            "physical_energy_per_atom": physical_energy(atoms.info),
         }
         if references is not None:  # matched: None where the formula has no reference
             candidates = references.get(formula)

@@ -24,11 +24,12 @@ from respmatch.evaluate.result import Evaluation, share
 WITHIN = 0.1  # eV/atom, "near the lowest energy found"
 
 
-def physical_energy(atoms: Atoms) -> float | None:
-    info = atoms.info
-    if "physical_error" in info:
+def physical_energy(record) -> float | None:
+    """The physical energy per atom of a re-check record (an ``atoms.info`` or a record dict):
+    after relaxation when there was one; None when the potential failed on the structure."""
+    if "physical_error" in record:
         return None
-    return info.get("relaxed_energy_per_atom", info.get("physical_energy_per_atom"))
+    return record.get("relaxed_energy_per_atom", record.get("physical_energy_per_atom"))
 
 
 def rechecked(structures: list[Atoms]) -> bool:
@@ -48,7 +49,7 @@ def add_correlation(evaluation: Evaluation, structures: list[Atoms], group_key: 
     """Spearman ρ(Ẽ, E_phys) per group and overall, into the evaluation."""
     groups = defaultdict(list)
     for record, atoms in zip(evaluation.records, structures):
-        energy = physical_energy(atoms)
+        energy = physical_energy(atoms.info)
         record["physical_energy_per_atom"] = energy
         if energy is not None and record.get("pseudo_energy_per_atom") is not None:
             groups[record[group_key]].append((record["pseudo_energy_per_atom"], energy))
@@ -149,8 +150,8 @@ def reference_energies(structures: list[Atoms], reference: list[Atoms] | None) -
     wanted = [a for a in reference if Composition(a.get_chemical_formula()).reduced_formula in formulas]
     lowest = {}
     for atoms, record in zip(wanted, recheck_chunk(list(enumerate(wanted)), settings)):
-        energy = record.get("relaxed_energy_per_atom", record.get("physical_energy_per_atom"))
-        if energy is not None and "physical_error" not in record:
+        energy = physical_energy(record)
+        if energy is not None:
             formula = Composition(atoms.get_chemical_formula()).reduced_formula
             lowest[formula] = min(energy, lowest.get(formula, math.inf))
     return lowest

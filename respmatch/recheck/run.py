@@ -78,21 +78,20 @@ def recheck(
     check_structures(potential, [(f"{source}: structure {a.info['index']}", a) for a in chosen])
     settings = RecheckSettings(potential, relax, float(fmax), int(max_steps), int(batch_size))
 
-    store = RecheckStore(out or source, structures if out is not None else None, resume)
     wanted = settings_pairs(settings)
-    done = store.rechecked(wanted, resume)
-    keyed = {store.key_of(atoms): atoms for atoms in chosen}
-    todo = [(key, atoms) for key, atoms in keyed.items() if key not in done]
-    started = time.perf_counter()
     failed = 0
-    with store, dask_client(workers, scheduler) as own_client, tqdm(
-        total=len(keyed), initial=len(keyed) - len(todo), desc="recheck", unit="structure", disable=not progress
-    ) as bar:
-        for records in checked_chunks(todo, settings, client or own_client, chunk_size, threads):
-            for record in records:
-                store.write(record.pop("key"), {**record, **wanted})
-                failed += "physical_error" in record
-            bar.update(len(records))
+    with RecheckStore(out or source, structures if out is not None else None, resume) as store:
+        done = store.rechecked(wanted, resume)  # inside: a refusal here releases the writer lock
+        keyed = {store.key_of(atoms): atoms for atoms in chosen}
+        todo = [(key, atoms) for key, atoms in keyed.items() if key not in done]
+        started = time.perf_counter()
+        with dask_client(workers, scheduler) as own_client, tqdm(
+            total=len(keyed), initial=len(keyed) - len(todo), desc="recheck", unit="structure", disable=not progress
+        ) as bar:
+            for records in checked_chunks(todo, settings, client or own_client, chunk_size, threads):
+                store.write_many([(record.pop("key"), {**record, **wanted}) for record in records])
+                failed += sum("physical_error" in record for record in records)
+                bar.update(len(records))
     seconds = time.perf_counter() - started
     return {
         "out": str(out or source),

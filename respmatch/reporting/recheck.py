@@ -11,16 +11,13 @@ import math
 
 from scipy.stats import spearmanr
 
-# The physical energy per atom to set against Ẽ: after relaxation when there was one.
-ENERGY_KEYS = ("relaxed_energy_per_atom", "physical_relaxed_energy_per_atom", "physical_energy_per_atom")
+from respmatch.evaluate import physical
 
 
 def physical_energy(row: dict) -> float | None:
-    for key in ENERGY_KEYS:
-        value = row["recheck"].get(key)
-        if isinstance(value, (int, float)) and math.isfinite(value):
-            return float(value)
-    return None
+    """The row's physical energy per atom, as the judges read it (evaluate.physical)."""
+    value = physical.physical_energy(row["recheck"])
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
 def spearman(pairs: list[tuple[float, float]]) -> float | None:
