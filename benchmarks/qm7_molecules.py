@@ -125,6 +125,8 @@ def main() -> None:
     parser.add_argument("--copies-per-structure", type=int, default=2, help="noise levels per molecule per epoch")
     parser.add_argument("--train-batch-size", type=int, default=16)
     parser.add_argument("--n-compositions", type=int, default=20)
+    parser.add_argument("--compositions", help="search these formulas (comma-separated) instead of drawing them, "
+                        "e.g. to compare two models on the compositions one of them was given")
     parser.add_argument("--tries", type=int, default=32, help="random starts per composition")
     parser.add_argument("--batch-size", type=int, default=128, help="structures relaxed at once")
     parser.add_argument("--seed", type=int, default=0)
@@ -163,7 +165,10 @@ def main() -> None:
         train_seconds = train_model(molecules, args, model_path)
     model = respmatch.load_model(model_path)
 
-    compositions = pick_compositions(qm7, args.n_compositions, args.seed, model.config.elements)
+    if args.compositions:
+        compositions = args.compositions.split(",")
+    else:
+        compositions = pick_compositions(qm7, args.n_compositions, args.seed, model.config.elements)
     print(f"searching {args.tries} tries of each of {len(compositions)} compositions: {' '.join(compositions)}")
     started = time.perf_counter()
     with dask_client(args.workers, args.scheduler) as client:  # none: search here

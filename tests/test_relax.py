@@ -133,3 +133,64 @@ def test_a_collapsing_cell_leaves_the_batch_unconverged(model, diamond, monkeypa
 
 def test_the_rm_model_is_a_potential(model):
     assert isinstance(model, Potential) and model.cutoff == model.config.cutoff
+
+
+def anneal_stage(**fields):
+    return Stage("anneal", **{"fmax": 1e-3, "max_steps": 300, "anneal_steps": 40, "temperature": 0.05, **fields})
+
+
+def test_langevin_step_is_the_euler_maruyama_step(diamond):
+    stage = anneal_stage(mobility=0.02, max_step=0.2)
+    state = FireState.start([(0, Job(key=0, atoms=diamond.copy(), stages=(stage,)))], torch.float64, "cpu")
+    state = replace(state, steps=torch.tensor([10]))
+    n = len(diamond)
+    generator = torch.Generator().manual_seed(0)
+    forces = 0.5 * torch.randn(n, 3, generator=generator, dtype=torch.float64)
+    forces[0] = torch.tensor([100.0, 0.0, 0.0])  # an overlap: its move is capped at max_step
+    noise = torch.randn(n, 3, generator=generator, dtype=torch.float64)
+    moved = relax_module.langevin_step(state, forces, torch.zeros(1, 3, 3, dtype=torch.float64), noise)
+    temperature = 0.05 * (1 - 10 / 40)  # falls linearly to zero over the 40 annealing steps
+    expected = 0.02 * forces + math.sqrt(2 * 0.02 * temperature) * noise
+    expected[0] = 0.2 * expected[0] / expected[0].norm()
+    assert torch.allclose(moved.x - state.x, expected, atol=1e-12)
+    assert int(moved.steps) == 11 and not moved.v.any()
+
+
+def test_annealing_is_reproducible_whatever_the_batch(model, diamond):
+    starts = distorted_starts(diamond, 4)
+    stages = (anneal_stage(cell="full"),)
+    one_by_one = relax(model, starts, stages, batch_size=1, dtype=torch.float64, seed=5)
+    together = relax(model, starts, stages, batch_size=4, dtype=torch.float64, seed=5)
+    other_seed = relax(model, starts, stages, batch_size=4, dtype=torch.float64, seed=6)
+    for a, b, c in zip(one_by_one, together, other_seed):
+        assert a.steps == b.steps
+        assert np.allclose(a.atoms.positions, b.atoms.positions, atol=1e-9)
+        assert not np.allclose(a.atoms.positions, c.atoms.positions, atol=1e-6)  # the noise is real
+
+
+def test_an_annealed_start_ends_at_a_converged_minimum(model, trained_diamond, diamond):
+    (start,) = distorted_starts(diamond, 1)
+    stage = anneal_stage(fmax=1e-3)
+    (result,) = relax(model, [start], (stage,), dtype=torch.float64, seed=1)
+    assert result.converged and result.steps > stage.anneal_steps
+    check = result.atoms.copy()
+    check.calc = respmatch.calculator(trained_diamond[0])
+    assert np.linalg.norm(check.get_forces(), axis=1).max() < 1e-3
+
+
+def test_no_structure_converges_while_it_anneals(model, diamond):
+    """A start already at a minimum still takes its annealing steps, then converges at once."""
+    (relaxed,) = relax(model, distorted_starts(diamond, 1), (Stage("s", fmax=1e-6, max_steps=500),), dtype=torch.float64)
+    (again,) = relax(model, [relaxed.atoms], (anneal_stage(temperature=0.0),), dtype=torch.float64)
+    assert again.converged and again.steps == 40
+
+
+@pytest.mark.parametrize("fields, problem", [
+    ({"anneal_steps": 300}, "below max_steps"),
+    ({"anneal_steps": -1}, "below max_steps"),
+    ({"temperature": -0.1}, "temperature must be"),
+    ({"mobility": 0.0}, "mobility above 0"),
+])
+def test_bad_annealing_settings_are_rejected(fields, problem):
+    with pytest.raises(ValueError, match=problem):
+        anneal_stage(**fields)

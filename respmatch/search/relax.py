@@ -42,18 +42,37 @@ DT_START, DT_MAX, N_MIN, F_INC, F_DEC, ALPHA_START, F_ALPHA = 0.1, 1.0, 5, 1.1, 
 
 @dataclass(frozen=True)
 class Stage:
-    """One relaxation stage; ``kick`` displaces atoms by U(-kick, kick) Å before it starts."""
+    """One relaxation stage; ``kick`` displaces atoms by U(-kick, kick) Å before it starts.
+
+    With ``anneal_steps`` > 0 the stage's first steps are overdamped Langevin dynamics on the
+    pseudo-energy, Δx = μ·F + sqrt(2·μ·k_BT)·ξ, with k_BT falling linearly from ``temperature``
+    (eV) to zero, before FIRE takes over from rest: noise lets a start cross the low barriers
+    between nearby minima that a pure descent stops in front of.
+    """
 
     name: str
     fmax: float  # eV/Å, on atoms and (filter) cell forces
-    max_steps: int
+    max_steps: int  # all steps of the stage, annealing included
     cell: str = "fixed"  # "fixed", "constant-volume" or "full"
-    max_step: float = 0.2  # Å, FIRE's maxstep
+    max_step: float = 0.2  # Å, FIRE's maxstep (and the largest move of an atom while annealing)
     kick: float = 0.0
+    anneal_steps: int = 0
+    temperature: float = 0.0  # eV, k_B·T at the first annealing step
+    mobility: float = 0.01  # Å²/eV, μ of the annealing steps
 
     def __post_init__(self):
         if self.cell not in CELL_MODES:
             raise RespmatchError(f"stage {self.name!r}: cell must be one of {sorted(CELL_MODES)}")
+        if self.anneal_steps < 0 or (self.anneal_steps and self.anneal_steps >= self.max_steps):
+            raise RespmatchError(
+                f"stage {self.name!r}: anneal_steps must be 0 or more and below max_steps ({self.max_steps}), "
+                f"got {self.anneal_steps}"
+            )
+        if not (self.temperature >= 0 and self.mobility > 0):
+            raise RespmatchError(
+                f"stage {self.name!r}: temperature must be 0 or more and mobility above 0 "
+                f"(got {self.temperature} eV, {self.mobility} Å²/eV)"
+            )
 
 
 @dataclass
@@ -100,6 +119,9 @@ class FireState:
     max_steps: torch.Tensor  # (B,)
     max_step: torch.Tensor  # (B,)
     cell_mode: torch.Tensor  # (B,)
+    anneal_steps: torch.Tensor  # (B,) the first steps of the stage that are Langevin steps
+    temperature: torch.Tensor  # (B,) eV, at the first annealing step
+    mobility: torch.Tensor  # (B,) Å²/eV
     job: torch.Tensor  # (B,) index into the relaxer's job table
 
     PER_ATOM = ("numbers", "x", "v")
@@ -130,6 +152,9 @@ class FireState:
             max_steps=per_structure([s.max_steps for s in stages], torch.long),
             max_step=per_structure([s.max_step for s in stages]),
             cell_mode=per_structure([CELL_MODES[s.cell] for s in stages], torch.long),
+            anneal_steps=per_structure([s.anneal_steps for s in stages], torch.long),
+            temperature=per_structure([s.temperature for s in stages]),
+            mobility=per_structure([s.mobility for s in stages]),
             job=per_structure([key for key, _ in jobs], torch.long),
         )
 
@@ -166,6 +191,17 @@ class FireState:
     @classmethod
     def concatenate(cls, states: list[FireState]) -> FireState:
         return cls(**{f.name: torch.cat([getattr(s, f.name) for s in states]) for f in fields(cls)})
+
+    def where(self, chosen: torch.Tensor, other: FireState) -> FireState:
+        """This state for the structures in ``chosen`` (B,) bool, ``other`` for the rest."""
+        atom_chosen = chosen[self.system]
+
+        def pick(name):
+            mine, theirs = getattr(self, name), getattr(other, name)
+            mask = atom_chosen if name in self.PER_ATOM else chosen
+            return torch.where(mask.view(-1, *[1] * (mine.dim() - 1)), mine, theirs)
+
+        return replace(self, **{f.name: pick(f.name) for f in fields(self)})
 
 
 def filter_forces(state: FireState, structures: Structures, out: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -239,6 +275,36 @@ def fire_step(state: FireState, atom_forces: torch.Tensor, cell_forces: torch.Te
         dt=dt,
         alpha=alpha,
         n_positive=n_positive,
+        steps=state.steps + 1,
+    )
+
+
+def langevin_step(state: FireState, atom_forces: torch.Tensor, cell_forces: torch.Tensor, noise: torch.Tensor):
+    """One overdamped Langevin step (Euler–Maruyama) of every structure, at the temperature its
+    anneal has fallen to; FIRE restarts from rest after it.  ``noise`` is N(0, 1) per atom, (N, 3).
+
+    The cell follows its force without noise.  No atom moves more than max_step, so the huge
+    forces of overlapping atoms in a random start cannot throw them apart.
+    """
+    system = state.system
+    fraction_left = 1 - state.steps.to(state.x.dtype) / state.anneal_steps.clamp(min=1).to(state.x.dtype)
+    temperature = state.temperature * fraction_left.clamp(min=0)
+    spread = (2 * state.mobility * temperature).sqrt()
+    dr = state.mobility[system, None] * atom_forces + spread[system, None] * noise
+    length = dr.norm(dim=1, keepdim=True)
+    dr = dr * (state.max_step[system, None] / length.clamp(min=1e-30)).clamp(max=1.0)
+    dr_cell = state.mobility[:, None, None] * cell_forces
+    cell_length = dr_cell.flatten(1).norm(dim=1)
+    dr_cell = dr_cell * (state.max_step / cell_length.clamp(min=1e-30)).clamp(max=1.0)[:, None, None]
+    return replace(
+        state,
+        x=state.x + dr,
+        x_cell=state.x_cell + dr_cell,
+        v=torch.zeros_like(state.v),
+        v_cell=torch.zeros_like(state.v_cell),
+        dt=torch.full_like(state.dt, DT_START),
+        alpha=torch.full_like(state.alpha, ALPHA_START),
+        n_positive=torch.zeros_like(state.n_positive),
         steps=state.steps + 1,
     )
 
@@ -324,7 +390,8 @@ class BatchRelaxer:
                     out["stress"] = symmetry.stress(structures.cell, out["stress"])
             atom_forces, cell_forces = filter_forces(state, structures, out)
             atom_forces, cell_forces = atom_forces.detach(), cell_forces.detach()
-            converged = largest_force(state, atom_forces, cell_forces) < state.fmax
+            annealing = state.steps < state.anneal_steps
+            converged = (largest_force(state, atom_forces, cell_forces) < state.fmax) & ~annealing
             collapsed = collapsing(state)
             finished = converged | collapsed | (state.steps >= state.max_steps)
             if bool(finished.any()):
@@ -349,9 +416,25 @@ class BatchRelaxer:
                     lists.keep(keep)
                 atom_forces = atom_forces[keep[structures.system]]
                 cell_forces = cell_forces[keep]
+                annealing = annealing[keep]
             if len(state.n_atoms):
-                state = fire_step(state, atom_forces, cell_forces, first)
-                first = torch.zeros_like(first)
+                fired = fire_step(state, atom_forces, cell_forces, first)
+                if bool(annealing.any()):
+                    noise = self._noise(state, annealing, [table[int(k)] for k in state.job])
+                    fired = langevin_step(state, atom_forces, cell_forces, noise).where(annealing, fired)
+                state = fired
+                # FIRE's first step (no velocity to judge) follows the last annealing step.
+                first = state.steps <= state.anneal_steps
+
+    def _noise(self, state: FireState, annealing: torch.Tensor, jobs: list[Job]) -> torch.Tensor:
+        """N(0, 1) displacements of the annealing structures' atoms, each from its own job's
+        generator (so a start anneals alike whatever the batch it shares); zeros elsewhere."""
+        blocks = []
+        for job, n_atoms, anneals in zip(jobs, state.n_atoms.tolist(), annealing.tolist()):
+            if anneals and job.rng is None:
+                job.rng = np.random.default_rng()
+            blocks.append(job.rng.standard_normal((n_atoms, 3)) if anneals else np.zeros((n_atoms, 3)))
+        return torch.as_tensor(np.concatenate(blocks), dtype=self.dtype, device=self.device)
 
     def _symmetry(self, jobs: list[Job]) -> BatchSymmetry | None:
         """The batch's symmetry operations, if one of its structures keeps its symmetry (the

@@ -182,6 +182,8 @@ class SearchSpec:
             model_volume = composition_volume(
                 numbers, dict(zip(model.config.elements, model.element_volumes.tolist()))
             )
+        if settings.keep_symmetry and any(stage.anneal_steps for stage in settings.stages):
+            raise RespmatchError("--keep-symmetry cannot be combined with annealing stages: their noise breaks the symmetry")
         space_groups = None
         if settings.symmetry or settings.keep_symmetry:
             if settings.start == "molecule":
