@@ -54,6 +54,9 @@ def test_builtin_models_ship_load_and_generate(name, tmp_path, capsys):
     (["--symmetry", "--space-groups", "12-x"], "--space-groups '12-x': expected"),
     (["--space-groups", "221"], "give --symmetry too"),
     (["--symmetry", "1.5"], "share of symmetric starts"),
+    (["--keep-symmetry", "--option", "constant-volume.anneal_steps=10"], "cannot be combined with annealing"),
+    (["--option", "constant-volume.anneal_steps=100"], "anneal_steps must be 0 or more and below max_steps"),
+    (["--option", "constant-volume.temperature=-1"], "temperature must be 0 or more"),
 ])
 def test_bad_symmetry_input_is_one_clear_line(tmp_path, capsys, arguments, message):
     out = tmp_path / "x.db"
