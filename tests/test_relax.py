@@ -194,3 +194,35 @@ def test_no_structure_converges_while_it_anneals(model, diamond):
 def test_bad_annealing_settings_are_rejected(fields, problem):
     with pytest.raises(ValueError, match=problem):
         anneal_stage(**fields)
+
+
+class FailingOn:
+    """The test model, except that from call ``call`` on, while the whole batch is there, the
+    forces of its structure ``which`` are NaN."""
+
+    def __init__(self, model, call, which, batch):
+        self.model, self.call, self.which, self.batch, self.calls = model, call, which, batch, 0
+        self.cutoff = model.cutoff
+
+    def __call__(self, structures, graph, **kwargs):
+        out = self.model(structures, graph, **kwargs)
+        self.calls += 1
+        if self.calls >= self.call and len(structures.n_atoms) == self.batch:
+            first = int(structures.n_atoms[: self.which].sum())
+            out["forces"] = out["forces"].clone()
+            out["forces"][first : first + int(structures.n_atoms[self.which])] = float("nan")
+        return out
+
+
+def test_a_non_finite_step_ends_that_structure_alone(model, diamond):
+    """A structure whose step turns non-finite leaves the batch unconverged at its last finite
+    state; the others relax as if it had not been there."""
+    starts = distorted_starts(diamond, 3)
+    stage = (Stage("full", fmax=1e-3, max_steps=300, cell="full"),)
+    clean = relax(model, starts, stage, batch_size=3, dtype=torch.float64)
+    broken = relax(FailingOn(model, call=5, which=1, batch=3), starts, stage, batch_size=3, dtype=torch.float64)
+    assert broken[1].stage == "full (non-finite step)" and not broken[1].converged
+    assert broken[1].steps == 4 and np.isfinite(broken[1].atoms.positions).all() and np.isfinite(broken[1].energy)
+    for a, b in zip(clean[::2], broken[::2]):
+        assert a.converged and b.converged and a.steps == b.steps
+        assert np.allclose(a.atoms.positions, b.atoms.positions, atol=1e-9)

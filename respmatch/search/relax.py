@@ -122,6 +122,7 @@ class FireState:
     anneal_steps: torch.Tensor  # (B,) the first steps of the stage that are Langevin steps
     temperature: torch.Tensor  # (B,) eV, at the first annealing step
     mobility: torch.Tensor  # (B,) Å²/eV
+    broken: torch.Tensor  # (B,) a step gave non-finite numbers: kept at its last finite state, to leave
     job: torch.Tensor  # (B,) index into the relaxer's job table
 
     PER_ATOM = ("numbers", "x", "v")
@@ -155,6 +156,7 @@ class FireState:
             anneal_steps=per_structure([s.anneal_steps for s in stages], torch.long),
             temperature=per_structure([s.temperature for s in stages]),
             mobility=per_structure([s.mobility for s in stages]),
+            broken=per_structure([False] * b, torch.bool),
             job=per_structure([key for key, _ in jobs], torch.long),
         )
 
@@ -316,6 +318,19 @@ def largest_force(state: FireState, atom_forces: torch.Tensor, cell_forces: torc
     return torch.maximum(atoms, cell_forces.norm(dim=2).amax(1))
 
 
+def keep_finite(previous: FireState, stepped: FireState) -> FireState:
+    """``stepped``, except that a structure whose step gave non-finite positions or cell (a
+    force that overflowed, a cell blown up past exp's range) keeps its ``previous`` state and is
+    marked broken: it leaves the batch unconverged at the next evaluation, with finite numbers,
+    instead of a NaN reaching the neighbour lists and stopping the whole batch."""
+    atoms_broken = (~torch.isfinite(stepped.x)).any(1).to(stepped.x.dtype)
+    finite = torch.isfinite(stepped.deformation).flatten(1).all(1)
+    finite &= stepped.dt.new_zeros(len(stepped.n_atoms)).index_add(0, stepped.system, atoms_broken) == 0
+    if bool(finite.all()):
+        return stepped
+    return stepped.where(finite, replace(previous, broken=previous.broken | ~finite))
+
+
 def collapsing(state: FireState) -> torch.Tensor:
     """Cells that shrank below MIN_VOLUME_RATIO of their stage-start volume, (B,) bool.
 
@@ -393,15 +408,17 @@ class BatchRelaxer:
             annealing = state.steps < state.anneal_steps
             converged = (largest_force(state, atom_forces, cell_forces) < state.fmax) & ~annealing
             collapsed = collapsing(state)
-            finished = converged | collapsed | (state.steps >= state.max_steps)
+            failed = collapsed | state.broken
+            finished = converged | failed | (state.steps >= state.max_steps)
             if bool(finished.any()):
                 energy = out["energy"].detach()
                 done_atoms = structures.select(torch.nonzero(finished).flatten()).to_atoms()
                 for b, atoms in zip(torch.nonzero(finished).flatten().tolist(), done_atoms):
                     job = table.pop(int(state.job[b]))
                     job.steps += int(state.steps[b])
-                    if collapsed[b]:
-                        name = f"{job.stages[job.stage].name} (collapsed)"
+                    if failed[b]:
+                        why = "collapsed" if collapsed[b] else "non-finite step"
+                        name = f"{job.stages[job.stage].name} ({why})"
                         yield Relaxed(job.key, atoms, float(energy[b]), False, job.steps, name)
                         continue
                     result = self._advance(job, atoms, float(energy[b]), bool(converged[b]))
@@ -422,7 +439,7 @@ class BatchRelaxer:
                 if bool(annealing.any()):
                     noise = self._noise(state, annealing, [table[int(k)] for k in state.job])
                     fired = langevin_step(state, atom_forces, cell_forces, noise).where(annealing, fired)
-                state = fired
+                state = keep_finite(state, fired)
                 # FIRE's first step (no velocity to judge) follows the last annealing step.
                 first = state.steps <= state.anneal_steps
 
