@@ -73,9 +73,11 @@ def pick_compositions(molecules, n: int, seed: int, elements) -> list[str]:
 
 
 def hold_real_molecules(model, molecules, every: int = 140) -> str:
-    """Relax every ``every``-th QM7 molecule with the protocol's first stage: does Ẽ keep it?"""
+    """Relax every ``every``-th QM7 molecule (of the elements the model knows: a QM9 model has
+    no S) with the protocol's first stage: does Ẽ keep it?"""
     _quiet = BlockLogs()  # RDKit logs every failed perception
-    sample = molecules[::every]
+    known = set(model.config.elements)
+    sample = [a for a in molecules if set(a.numbers) <= known][::every]
     relaxed = relax(model, sample, SEARCH_PRESETS["molecule"].stages[:1], batch_size=64)
     before = [judge(a) for a in sample]
     after = [judge(r.atoms) for r in relaxed]
