@@ -323,9 +323,8 @@ def keep_finite(previous: FireState, stepped: FireState) -> FireState:
     force that overflowed, a cell blown up past exp's range) keeps its ``previous`` state and is
     marked broken: it leaves the batch unconverged at the next evaluation, with finite numbers,
     instead of a NaN reaching the neighbour lists and stopping the whole batch."""
-    atoms_broken = (~torch.isfinite(stepped.x)).any(1).to(stepped.x.dtype)
-    finite = torch.isfinite(stepped.deformation).flatten(1).all(1)
-    finite &= stepped.dt.new_zeros(len(stepped.n_atoms)).index_add(0, stepped.system, atoms_broken) == 0
+    # A sum is non-finite when any of its terms is; the deformation is what exp made of x_cell.
+    finite = per_structure_sum(stepped, stepped.x, stepped.deformation).isfinite()
     if bool(finite.all()):
         return stepped
     return stepped.where(finite, replace(previous, broken=previous.broken | ~finite))
@@ -433,9 +432,9 @@ class BatchRelaxer:
                     lists.keep(keep)
                 atom_forces = atom_forces[keep[structures.system]]
                 cell_forces = cell_forces[keep]
-                annealing = annealing[keep]
             if len(state.n_atoms):
                 fired = fire_step(state, atom_forces, cell_forces, first)
+                annealing = state.steps < state.anneal_steps
                 if bool(annealing.any()):
                     noise = self._noise(state, annealing, [table[int(k)] for k in state.job])
                     fired = langevin_step(state, atom_forces, cell_forces, noise).where(annealing, fired)
