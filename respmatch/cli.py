@@ -1,24 +1,35 @@
-"""Command line: ``respmatch train | label | info | generate | recheck | export | evaluate | report | demo``."""
+"""Command line: ``respmatch train | label | info | generate | recheck | export | evaluate | report | demo``.
+
+A thin shell over the Python API: each command is a pair of small functions, one that adds its
+arguments (``*_arguments``) and one that calls the API and prints (``run_*``).  Everything a
+command does to the user's files is checked once, before any work, from what its arguments
+declare (``arguments.CommandParser``).  A command imports what it needs when it runs, so
+``respmatch --help`` loads neither torch nor the judges.
+"""
 
 from __future__ import annotations
 
 import argparse
 import ast
-import json
+import os
 import sys
 import traceback
+import warnings
+from contextlib import contextmanager
 
-import torch
-
-from respmatch.config import checked_options
-from respmatch.errors import RespmatchError, describe
-from respmatch.files import check_output
-from respmatch.io import read_structures
-from respmatch.labels import LabelConfig, export_labels, label_preset, with_pair_repulsion
-from respmatch.search.spec import SEARCH_PRESETS
-from respmatch.recheck.potentials import POTENTIALS
-from respmatch.structures import Structures
-
+from respmatch.arguments import (
+    CommandParser,
+    Parser,
+    database,
+    figure_path,
+    one_line,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    run_file,
+    volume_range,
+)
+from respmatch.errors import RespmatchError, RespmatchWarning, describe
 
 def _key_values(pairs: list[str], option: str) -> dict:
     """Parse ``KEY=VALUE`` overrides; values are Python literals (numbers, tuples, booleans).
@@ -40,162 +51,205 @@ def _key_values(pairs: list[str], option: str) -> dict:
     return out
 
 
-def _labels(args, structures) -> LabelConfig:
+# --- options several commands share, added by one helper ----------------------------------------
+
+
+def add_shared(parser: CommandParser, *names: str) -> None:
+    """The options commands share, each defined once: quiet, threads, resume, seed, force, cluster."""
+    if "quiet" in names:
+        parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    if "threads" in names:
+        parser.add_argument("--threads", type=positive_int, help="torch CPU threads")
+    if "resume" in names:
+        parser.add_argument("--resume", action="store_true", help="continue an interrupted run")
+        parser.set_defaults(resumable=True)
+    if "seed" in names:
+        parser.add_argument("--seed", type=non_negative_int, default=0)
+    if "force" in names:
+        parser.add_argument("--force", action="store_true",
+                            help="replace existing output files that are not of the kind this command writes")
+    if "cluster" in names:
+        parser.add_argument("--workers", type=positive_int, metavar="N",
+                            help="start a local Dask cluster of N worker processes (1 thread each)")
+        parser.add_argument("--scheduler", metavar="ADDRESS", help="join a running Dask cluster, e.g. tcp://host:8786")
+        parser.add_argument("--chunk-size", type=positive_int, help="structures per cluster task")
+        parser.needs("--chunk-size", "--workers", "--scheduler")
+
+
+def add_label_arguments(p: CommandParser) -> None:
+    p.add_input("data", nargs="+", help="extxyz/xyz, CIF, CDVAE csv files or directories")
+    p.add_argument("--preset", choices=["molecule", "crystal"], help="default: from periodicity")
+    p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a label parameter, e.g. displacement_step=0.08 (repeatable)")
+    add_shared(p, "seed", "threads", "force")
+
+
+def _labels(args, structures):
+    from respmatch.labels import label_preset, with_pair_repulsion
     from respmatch.train import preset_for
 
     overrides = _key_values(args.label, "--label")
     return with_pair_repulsion(label_preset(args.preset or preset_for(structures), **overrides), structures)
 
 
-def cmd_train(args) -> None:
+# --- the commands ---------------------------------------------------------------------------------
+
+
+def train_arguments(p: CommandParser) -> None:
+    add_label_arguments(p)
+    p.add_output("--out", kind="model", required=True, help="model checkpoint to write (MODEL.pt)")
+    p.add_argument("--epochs", type=positive_int, default=400)
+    p.add_argument("--model", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a model option, e.g. cutoff=4.0 or hidden=(32,16) (repeatable)")
+    p.add_argument("--train-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a training option, e.g. batch_size=4 (repeatable)")
+    add_shared(p, "resume", "quiet")
+
+
+def run_train(args) -> None:
+    from respmatch.config import checked_options
+    from respmatch.io import read_structures
     from respmatch.train import TrainConfig, train
 
-    check_output(args.out, inputs=args.data)
-    options = _key_values(args.train_option, "--train-option")
-    config = TrainConfig(epochs=args.epochs, seed=args.seed, **checked_options(TrainConfig, options, "--train-option"))
+    options = checked_options(TrainConfig, _key_values(args.train_option, "--train-option"), "--train-option")
+    config = TrainConfig(epochs=args.epochs, seed=args.seed, **options)
     structures = read_structures(args.data)
-    result = train(
-        structures,
-        args.out,
-        preset=args.preset,
-        label_config=_labels(args, structures),
-        model_options=_key_values(args.model, "--model"),
-        config=config,
-        resume=args.resume,
-        progress=not args.quiet,
-    )
+    result = train(structures, args.out, preset=args.preset, label_config=_labels(args, structures),
+                   model_options=_key_values(args.model, "--model"), config=config, resume=args.resume,
+                   progress=not args.quiet)
     best = result.best
-    print(
-        f"saved {args.out}: best epoch {best.get('epoch')}, "
-        f"validation force RMSE {best.get('val_forces_rmse', float('nan')):.4f} eV/Å"
-        + (
-            f", stress RMSE {best['val_stress_rmse']:.4f} eV/Å³"
-            if "val_stress_rmse" in best
-            else ""
-        )
-    )
+    stress = f", stress RMSE {best['val_stress_rmse']:.4f} eV/Å³" if "val_stress_rmse" in best else ""
+    print(f"saved {args.out}: best epoch {best.get('epoch')}, "
+          f"validation force RMSE {best.get('val_forces_rmse', float('nan')):.4f} eV/Å{stress}")
 
 
-def cmd_label(args) -> None:
-    check_output(args.out, inputs=args.data)
+def label_arguments(p: CommandParser) -> None:
+    add_label_arguments(p)
+    p.add_output("--out", kind="structures", required=True, help="extxyz file to write")
+
+
+def run_label(args) -> None:
+    from respmatch.io import read_structures
+    from respmatch.labels import export_labels
+    from respmatch.structures import Structures
+
     structures = read_structures(args.data)
-    config = _labels(args, structures)
-    n = export_labels(args.out, Structures.from_atoms(structures), config, seed=args.seed)
+    n = export_labels(args.out, Structures.from_atoms(structures), _labels(args, structures), seed=args.seed)
     print(f"wrote {n} labelled structures to {args.out}")
 
 
-def cmd_info(args) -> None:
-    from respmatch.model import load_checkpoint
-
-    from respmatch.builtin import BUILTIN_MODELS, model_path
-
-    checkpoint = load_checkpoint(args.model)
-    training = checkpoint.get("training", {})
-    history = training.get("history", [])
-    summary = {
-        "model": str(model_path(args.model)),
-        "built_in": BUILTIN_MODELS.get(args.model),
-        "trained_on": training.get("n_structures"),
-        "epochs_run": len(history),
-        "training_seconds": round(sum(h["seconds"] for h in history)),
-        "elements": checkpoint["elements"],
-        "element_volumes": checkpoint["element_volumes"],
-        "model_config": checkpoint["model_config"],
-        "label_config": checkpoint["label_config"],
-        "preset": training.get("preset"),
-        "best": training.get("best"),
-        "parameters": sum(v.numel() for v in checkpoint["state_dict"].values()),
-    }
-    print(json.dumps(summary, indent=2, default=str, ensure_ascii=False))
+def info_arguments(p: CommandParser) -> None:
+    p.add_input("model", help="MODEL.pt or a built-in model's name")
 
 
-def cmd_generate(args) -> None:
+def run_info(args) -> None:
+    import json
+
+    from respmatch.model.checkpoint import describe_model
+
+    print(json.dumps(describe_model(args.model), indent=2, default=str, ensure_ascii=False))
+
+
+def generate_arguments(p: CommandParser) -> None:
+    from respmatch.search.spec import SEARCH_PRESETS
+
+    p.add_input("--model", required=True, help="MODEL.pt or a built-in model's name (mp20, perov5, diamond)")
+    p.add_argument("--composition", required=True, help="formula of one cell or molecule, e.g. C8")
+    p.add_argument("--n", "--tries", dest="n", type=positive_int, required=True, help="number of structures (tries) to relax")
+    p.add_output("--out", kind="run database", type=run_file, required=True, help="run database to write (RUN.db)")
+    p.add_argument("--keep", type=positive_int, metavar="K",
+                   help="group the converged tries into distinct structures, print the K lowest-Ẽ "
+                        "with how many tries found each")
+    p.add_output("--ranked-out", kind="structures", help="with --keep: write the K structures here (extxyz)")
+    p.needs("--ranked-out", "--keep")
+    p.add_argument("--symmetry", type=float, nargs="?", const=1.0, default=0.0, metavar="FRACTION",
+                   help="share of starts in a random space group (pyxtal); alone: all of them")
+    p.add_argument("--space-groups", metavar="SPEC",
+                   help="groups of symmetric starts: 'prior' (the training crystals' frequencies, "
+                        "default), 'all', or numbers and ranges such as 2-230 or 1,2,12-15")
+    p.needs("--space-groups", "--symmetry")
+    p.add_argument("--keep-symmetry", action="store_true",
+                   help="relax with symmetrised forces and stress (ASE's FixSymmetry)")
+    p.add_argument("--preset", choices=list(SEARCH_PRESETS))
+    p.add_argument("--volume-per-atom", type=volume_range, help="Å³ per atom, V or a range A:B sampled evenly")
+    p.add_argument("--batch-size", type=positive_int, default=64)
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a search setting, e.g. min_distance=0.8 or kick-relax.fmax=1e-4")
+    p.add_argument("--valid-only", action="store_true",
+                   help="molecules: store only strictly valid ones (RDKit judge), n of them; kick invalid tries")
+    p.add_argument("--max-kicks", type=non_negative_int, default=3,
+                   help="with --valid-only: kicks per try before a fresh start")
+    p.add_argument("--max-tries", type=positive_int, help="with --valid-only: fresh starts at most (default 100 n)")
+    p.needs("--max-kicks", "--valid-only")
+    p.needs("--max-tries", "--valid-only")
+    add_shared(p, "seed", "resume", "threads", "quiet", "cluster", "force")
+
+
+def run_generate(args) -> None:
+    import torch
+
     from respmatch.cluster import dask_client
     from respmatch.search.generate import generate
-    from respmatch.search.starts import parse_volume_range
 
-    volume = parse_volume_range(args.volume_per_atom) if args.volume_per_atom else None
-    options = _key_values(args.option, "--option")
-    if args.space_groups and not args.symmetry:
-        raise RespmatchError("--space-groups chooses the groups of symmetric starts: give --symmetry too")
-    options.update(symmetry=args.symmetry, keep_symmetry=args.keep_symmetry)
+    options = {**_key_values(args.option, "--option"), "symmetry": args.symmetry, "keep_symmetry": args.keep_symmetry}
     if args.space_groups:
         options["space_groups"] = args.space_groups
-    if args.keep is not None and args.keep <= 0:
-        raise RespmatchError(f"--keep must be a positive number of structures, got {args.keep}")
     with dask_client(args.workers, args.scheduler) as client:
         summary = generate(
-            args.model,
-            args.composition,
-            args.n,
-            args.out,
-            preset=args.preset,
-            volume_per_atom=volume,
-            seed=args.seed,
-            batch_size=args.batch_size,
-            device=args.device,
-            dtype=getattr(torch, args.dtype),
-            resume=args.resume,
-            progress=not args.quiet,
-            options=options,
-            valid_only=args.valid_only,
-            max_kicks=args.max_kicks,
-            max_tries=args.max_tries,
-            client=client,
-            chunk_size=args.chunk_size,
+            args.model, args.composition, args.n, args.out, preset=args.preset, volume_per_atom=args.volume_per_atom,
+            seed=args.seed, batch_size=args.batch_size, device=args.device, dtype=getattr(torch, args.dtype),
+            resume=args.resume, progress=not args.quiet, options=options, valid_only=args.valid_only,
+            max_kicks=args.max_kicks, max_tries=args.max_tries, client=client, chunk_size=args.chunk_size,
         )
-    print(
-        f"{summary['stored']} structures in {summary['out']} "
-        f"({summary['relaxed']} relaxed now in {summary['seconds']:.1f} s, "
-        f"{summary['converged_share']:.0%} converged)"
-    )
+    print(f"{summary['stored']} structures in {summary['out']} ({summary['relaxed']} relaxed now in "
+          f"{summary['seconds']:.1f} s, {summary['converged_share']:.0%} converged)")
     if "tries" in summary:
-        print(
-            f"valid only: {summary['tries']} tries and {summary['kicks']} kicks "
-            f"({summary['tries_per_molecule']:.2f} and {summary['kicks_per_molecule']:.2f} per stored molecule), "
-            f"{summary['valid_unique']} distinct molecules, {summary['valid_unique_per_second']:.3f} per second"
-        )
+        print(f"valid only: {summary['tries']} tries and {summary['kicks']} kicks "
+              f"({summary['tries_per_molecule']:.2f} and {summary['kicks_per_molecule']:.2f} per stored molecule), "
+              f"{summary['valid_unique']} distinct molecules, {summary['valid_unique_per_second']:.3f} per second")
     if summary["stored"] < args.n:
         raise RespmatchError(
             f"{args.out}: only {summary['stored']} of {args.n} valid molecules within the tries allowed; "
             "raise --max-tries and continue with --resume"
         )
     if args.keep:
-        from ase.io import write
+        from respmatch.evaluate.ranking import rank_run
 
-        from respmatch.evaluate.ranking import rank_tries, ranked_table
-        from respmatch.store import read_run
-
-        structures = read_run(args.out)
-        groups, beyond = rank_tries(structures, keep=args.keep)
-        print(ranked_table(structures, groups, beyond))
+        ranked = rank_run(args.out, keep=args.keep)
+        print(ranked.table())
         if args.ranked_out:
-            ranked = [structures[g.index].copy() for g in groups]
-            for rank, (atoms, group) in enumerate(zip(ranked, groups), 1):
-                atoms.info.update(rank=rank, found_by=group.count)
-            write(args.ranked_out, ranked, format="extxyz")
-            print(f"wrote the {len(ranked)} ranked structures to {args.ranked_out}")
+            ranked.write(args.ranked_out)
+            print(f"wrote the {len(ranked.groups)} ranked structures to {args.ranked_out}")
 
 
-def cmd_recheck(args) -> None:
+def recheck_arguments(p: CommandParser) -> None:
+    p.add_input("source", type=database, help="RUN.db (updated in place) or a structure file (then --out)")
+    p.add_argument("--potential", metavar="NAME",
+                   help="a physical potential: sevennet-0, chgnet, gfn2-xtb, gfn1-xtb "
+                        "(default: sevennet-0 for crystals, gfn2-xtb for molecules)")
+    p.add_argument("--relax", action="store_true", help="relax with the potential (FIRE; cell too for crystals)")
+    p.add_argument("--fmax", type=positive_float, default=0.05, help="relaxation force threshold, eV/Å")
+    p.add_argument("--max-steps", type=non_negative_int, default=300, help="relaxation step cap")
+    p.needs("--fmax", "--relax")
+    p.needs("--max-steps", "--relax")
+    p.add_argument("--top", type=positive_int, help="only the K lowest-Ẽ structures of each composition")
+    p.add_argument("--only-converged", action="store_true", help="skip structures whose RM search did not converge")
+    p.add_output("--out", kind="run database", type=run_file, help="write into this new database instead of the source run")
+    p.add_argument("--batch-size", type=positive_int, default=16,
+                   help="crystals relaxed at once by a batched potential (default 16)")
+    add_shared(p, "resume", "threads", "quiet", "cluster", "force")
+
+
+def run_recheck(args) -> None:
     from respmatch.recheck import recheck
 
     summary = recheck(
-        args.source,
-        args.potential,
-        relax=args.relax,
-        fmax=args.fmax,
-        max_steps=args.max_steps,
-        top=args.top,
-        only_converged=args.only_converged,
-        out=args.out,
-        resume=args.resume,
-        workers=args.workers,
-        scheduler=args.scheduler,
-        chunk_size=args.chunk_size,
-        batch_size=args.batch_size,
-        threads=args.threads or 1,
-        progress=not args.quiet,
+        args.source, args.potential, relax=args.relax, fmax=args.fmax, max_steps=args.max_steps, top=args.top,
+        only_converged=args.only_converged, out=args.out, resume=args.resume, workers=args.workers,
+        scheduler=args.scheduler, chunk_size=args.chunk_size, batch_size=args.batch_size,
+        threads=args.threads or 1, progress=not args.quiet,
     )
     print(
         f"rechecked {summary['rechecked']} of {summary['selected']} selected structures with "
@@ -203,262 +257,173 @@ def cmd_recheck(args) -> None:
     )
 
 
-def cmd_export(args) -> None:
+def export_arguments(p: CommandParser) -> None:
+    p.add_input("run", type=database, help="RUN.db")
+    p.add_output("--out", kind="structures", required=True, help="FILE.extxyz or FILE.cif")
+    p.add_argument("--converged-only", action="store_true")
+    add_shared(p, "force")
+
+
+def run_export(args) -> None:
     from respmatch.store import export
 
     n = export(args.run, args.out, only_converged=args.converged_only)
     print(f"wrote {n} structures to {args.out}")
 
 
-def cmd_evaluate(args) -> None:
-    from respmatch.evaluate import evaluate
-    from respmatch.evaluate.plots import plot_carbon_map, plot_group_bars
+def evaluate_arguments(p: CommandParser) -> None:
+    p.add_input("source", help="RUN.db or a structure file (extxyz, CIF, CDVAE csv)")
+    p.add_argument("--kind", required=True, choices=["molecule", "crystal", "carbon"])
+    p.add_input("--reference", help="known structures to match (crystal, carbon)")
+    p.add_input("--training", help="training structures, for novelty")
+    p.add_output("--json", kind="json", help="write summary, groups and per-structure records here")
+    p.add_output("--plot", kind="figure", type=figure_path,
+                 help="figure (PNG, SVG, PDF): Ẽ-volume map (carbon) or rates per composition")
+    p.add_argument("--rank-by", choices=["pseudo", "physical"], default="pseudo",
+                   help="pick each formula's 1 try by Ẽ or by the re-check's physical energy")
+    add_shared(p, "force")
 
-    inputs = [path for path in (args.source, args.reference, args.training) if path]
-    for option in ("json", "plot"):
-        if getattr(args, option):
-            check_output(getattr(args, option), inputs=inputs, option=f"--{option}")
-    evaluation = evaluate(args.source, args.kind, reference=args.reference, training=args.training,
-        rank_by=args.rank_by,
-    )
+
+def run_evaluate(args) -> None:
+    from respmatch.evaluate import evaluate
+    from respmatch.evaluate.plots import plot_evaluation
+
+    evaluation = evaluate(args.source, args.kind, reference=args.reference, training=args.training, rank_by=args.rank_by)
     print(evaluation.table())
     if args.json:
         evaluation.write_json(args.json)
         print(f"wrote {args.json}")
     if args.plot:
-        if args.kind == "carbon":
-            plot_carbon_map(evaluation, args.plot)
-        elif args.kind == "molecule":
-            plot_group_bars(evaluation, ["strict_valid", "lenient_valid"], args.plot, "share of tries")
-        else:
-            plot_group_bars(evaluation, ["matched_any", "matched_lowest"], args.plot, "matched")
+        plot_evaluation(evaluation, args.plot)
         print(f"wrote {args.plot}")
 
 
-def cmd_report(args) -> None:
+def report_arguments(p: CommandParser) -> None:
+    p.add_input("source", nargs="+", type=database, help="RUN.db (one run database or several)")
+    p.add_output("--out", kind="report", required=True, help="HTML file to write (report.html)")
+    p.add_input("--evaluation", action="append", default=[], metavar="EVAL.json",
+                help="the judge's verdicts (respmatch evaluate --json) of a run (repeatable, one per run)")
+    p.add_argument("--recheck", action="store_true",
+                   help="require the physical re-check section (shown anyway when the run holds re-check results)")
+    p.add_argument("--structures", type=non_negative_int, default=50, metavar="K",
+                   help="embed coordinates of the K lowest-Ẽ structures per composition (default 50)")
+    add_shared(p, "force")
+
+
+def run_report(args) -> None:
     from respmatch.reporting import report
 
-    path = report(
-        args.source, args.out, evaluation=args.evaluation or None, recheck=args.recheck, structures=args.structures
-    )
+    path = report(args.source, args.out, evaluation=args.evaluation or None, recheck=args.recheck,
+                  structures=args.structures)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): open it in a web browser")
 
 
-def cmd_demo(args) -> None:
-    from respmatch.demo import DemoSettings, run_demo
+def demo_arguments(p: CommandParser) -> None:
+    p.add_output("--out", kind="folder", default="respmatch-demo", help="directory for the results")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a demo setting, e.g. epochs=20 or tries_per_size=10")
+    add_shared(p, "threads", "quiet")
+
+
+def run_demo(args) -> None:
+    from respmatch.config import checked_options
+    from respmatch.demo import DemoSettings, run_demo as demo
 
     settings = DemoSettings(**checked_options(DemoSettings, _key_values(args.option, "--option"), "--option"))
-    result = run_demo(args.out, settings, progress=not args.quiet)
+    result = demo(args.out, settings, progress=not args.quiet)
     print(result["table"])
     timings = result["timings"]
-    print(
-        f"\ntrain {timings['train_s']:.0f} s, generate {timings['generate_s']:.0f} s, "
-        f"evaluate {timings['evaluate_s']:.0f} s, report {timings['report_s']:.0f} s; wrote "
-        f"{args.out}/generated.extxyz, evaluation.txt, evaluation.json, carbon_map.png, report.html"
-    )
+    print(f"\ntrain {timings['train_s']:.0f} s, generate {timings['generate_s']:.0f} s, "
+          f"evaluate {timings['evaluate_s']:.0f} s, report {timings['report_s']:.0f} s; wrote "
+          f"{args.out}/generated.extxyz, evaluation.txt, evaluation.json, carbon_map.png, report.html")
 
 
-def add_cluster_options(parser: argparse.ArgumentParser) -> None:
-    """--workers N / --scheduler ADDRESS: run on Dask workers, this process writing the results."""
-    parser.add_argument(
-        "--workers", type=int, metavar="N", help="start a local Dask cluster of N worker processes (1 thread each)"
-    )
-    parser.add_argument(
-        "--scheduler", metavar="ADDRESS", help="join a running Dask cluster, e.g. tcp://host:8786"
-    )
+# name: (help, arguments, run)
+COMMANDS = {
+    "train": ("train a Response Matching model", train_arguments, run_train),
+    "label": ("write one labelled set to extxyz", label_arguments, run_label),
+    "generate": ("random structure search on a trained model", generate_arguments, run_generate),
+    "recheck": ("judge (and relax) generated structures with a physical potential", recheck_arguments, run_recheck),
+    "export": ("write a run's structures to extxyz or CIF", export_arguments, run_export),
+    "evaluate": ("judge generated structures and print a table", evaluate_arguments, run_evaluate),
+    "report": ("write a self-contained HTML report of a run", report_arguments, run_report),
+    "demo": ("train on built-in diamond, generate carbon, evaluate", demo_arguments, run_demo),
+    "info": ("describe a trained model", info_arguments, run_info),
+}
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise ValueError(text)
-    return value
-
-
-positive_int.__name__ = "positive whole number"  # how argparse names the type in its message
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse, with its usage errors as one line (exit code 2) like every other fault."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The commands.  Each sets ``func`` (the command) and, where an interrupted run continues
-    with ``--resume``, ``resumable=True``; every one takes ``--debug``."""
-    parser = Parser(prog="respmatch", description=__doc__)
-    parser.add_argument("--debug", action="store_true", help="show the traceback of any error")
+def build_parser(only: str | None = None) -> Parser:
+    """The commands; with ``only``, the arguments of that command alone (the others keep their
+    name and help), so that parsing one command imports nothing another needs."""
+    parser = Parser(prog="respmatch", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--debug", action="store_true", help="show the traceback of any error, and library warnings")
     parser.set_defaults(resumable=False)
-    commands = parser.add_subparsers(dest="command", required=True)
-    add_command = commands.add_parser
-
-    def command(name, **kwargs):
-        """A command that takes --debug after its name too (not overriding one given before)."""
-        sub = add_command(name, **kwargs)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=CommandParser)
+    for name, (text, add_arguments, run) in COMMANDS.items():
+        sub = commands.add_parser(name, help=text, description=text)
         sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
-        return sub
-
-    commands.add_parser = command
-
-    def add_label_options(p):
-        p.add_argument("data", nargs="+", help="extxyz/xyz, CIF, CDVAE csv files or directories")
-        p.add_argument("--preset", choices=["molecule", "crystal"], help="default: from periodicity")
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument(
-            "--label", action="append", default=[], metavar="KEY=VALUE",
-            help="override a label parameter, e.g. displacement_step=0.08 (repeatable)",
-        )
-        p.add_argument("--threads", type=positive_int, help="torch CPU threads")
-
-    train = commands.add_parser("train", help="train a Response Matching model")
-    add_label_options(train)
-    train.add_argument("--out", required=True, help="model checkpoint to write (MODEL.pt)")
-    train.add_argument("--epochs", type=positive_int, default=400)
-    train.add_argument(
-        "--model", action="append", default=[], metavar="KEY=VALUE",
-        help="override a model option, e.g. cutoff=4.0 or hidden=(32,16) (repeatable)",
-    )
-    train.add_argument(
-        "--train-option", action="append", default=[], metavar="KEY=VALUE",
-        help="override a training option, e.g. batch_size=4 (repeatable)",
-    )
-    train.add_argument("--resume", action="store_true", help="continue an interrupted run")
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
-    train.set_defaults(func=cmd_train, resumable=True)
-
-    label = commands.add_parser("label", help="write one labelled set to extxyz")
-    add_label_options(label)
-    label.add_argument("--out", required=True, help="extxyz file to write")
-    label.set_defaults(func=cmd_label)
-
-    generate = commands.add_parser("generate", help="random structure search on a trained model")
-    generate.add_argument("--model", required=True)
-    generate.add_argument("--composition", required=True, help="formula of one cell or molecule, e.g. C8")
-    generate.add_argument("--n", "--tries", dest="n", type=positive_int, required=True,
-                          help="number of structures (tries) to relax")
-    generate.add_argument("--keep", type=int, metavar="K",
-                          help="group the converged tries into distinct structures, print the K lowest-Ẽ "
-                               "with how many tries found each")
-    generate.add_argument("--ranked-out", help="with --keep: write the K structures here (extxyz)")
-    generate.add_argument("--symmetry", type=float, nargs="?", const=1.0, default=0.0, metavar="FRACTION",
-                          help="share of starts in a random space group (pyxtal); alone: all of them")
-    generate.add_argument("--space-groups", metavar="SPEC",
-                          help="groups of symmetric starts: 'prior' (the training crystals' frequencies, "
-                               "default), 'all', or numbers and ranges such as 2-230 or 1,2,12-15")
-    generate.add_argument("--keep-symmetry", action="store_true",
-                          help="relax with symmetrised forces and stress (ASE's FixSymmetry)")
-    generate.add_argument("--out", required=True, help="ase.db file (RUN.db) or database URL")
-    generate.add_argument("--preset", choices=list(SEARCH_PRESETS))
-    generate.add_argument("--volume-per-atom", help="Å³ per atom, V or a range A:B sampled evenly")
-    generate.add_argument("--seed", type=int, default=0)
-    generate.add_argument("--batch-size", type=positive_int, default=64)
-    generate.add_argument("--device", default="cpu", help="cpu or cuda")
-    generate.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    generate.add_argument(
-        "--option", action="append", default=[], metavar="KEY=VALUE",
-        help="override a search setting, e.g. min_distance=0.8 or kick-relax.fmax=1e-4",
-    )
-    generate.add_argument(
-        "--valid-only", action="store_true",
-        help="molecules: store only strictly valid ones (RDKit judge), n of them; kick invalid tries",
-    )
-    generate.add_argument("--max-kicks", type=int, default=3, help="with --valid-only: kicks per try before a fresh start")
-    generate.add_argument("--max-tries", type=int, help="with --valid-only: fresh starts at most (default 100 n)")
-    generate.add_argument("--resume", action="store_true", help="continue an interrupted run")
-    generate.add_argument("--threads", type=positive_int, help="torch CPU threads")
-    generate.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_cluster_options(generate)
-    generate.add_argument(
-        "--chunk-size", type=int, help="structures per cluster task (default: four batches)"
-    )
-    generate.set_defaults(func=cmd_generate, resumable=True)
-
-    recheck = commands.add_parser("recheck", help="judge (and relax) generated structures with a physical potential")
-    recheck.add_argument("source", help="RUN.db (updated in place) or a structure file (then --out)")
-    recheck.add_argument(
-        "--potential", metavar="NAME",
-        help=f"one of {', '.join(POTENTIALS)} (default: sevennet-0 for crystals, gfn2-xtb for molecules)",
-    )
-    recheck.add_argument("--relax", action="store_true", help="relax with the potential (FIRE; cell too for crystals)")
-    recheck.add_argument("--fmax", type=float, default=0.05, help="relaxation force threshold, eV/Å")
-    recheck.add_argument("--max-steps", type=int, default=300, help="relaxation step cap")
-    recheck.add_argument("--top", type=int, help="only the K lowest-Ẽ structures of each composition")
-    recheck.add_argument("--only-converged", action="store_true", help="skip structures whose RM search did not converge")
-    recheck.add_argument("--out", help="write into this new database instead of the source run")
-    recheck.add_argument("--resume", action="store_true", help="recheck only what an earlier run left")
-    add_cluster_options(recheck)
-    recheck.add_argument("--chunk-size", type=int, help="structures per cluster task (default: one batch, at least 4)")
-    recheck.add_argument("--batch-size", type=int, default=16, help="crystals relaxed at once by a batched potential (default 16)")
-    recheck.add_argument("--threads", type=positive_int, help="torch CPU threads per process (default 1)")
-    recheck.add_argument("--quiet", action="store_true", help="no progress bar")
-    recheck.set_defaults(func=cmd_recheck, resumable=True)
-
-    export = commands.add_parser("export", help="write a run's structures to extxyz or CIF")
-    export.add_argument("run", help="RUN.db")
-    export.add_argument("--out", required=True, help="FILE.extxyz or FILE.cif")
-    export.add_argument("--converged-only", action="store_true")
-    export.set_defaults(func=cmd_export)
-
-    evaluate = commands.add_parser("evaluate", help="judge generated structures and print a table")
-    evaluate.add_argument("source", help="RUN.db or a structure file (extxyz, CIF, CDVAE csv)")
-    evaluate.add_argument("--kind", required=True, choices=["molecule", "crystal", "carbon"])
-    evaluate.add_argument("--reference", help="known structures to match (crystal, carbon)")
-    evaluate.add_argument("--training", help="training structures, for novelty")
-    evaluate.add_argument("--json", help="write summary, groups and per-structure records here")
-    evaluate.add_argument("--plot", help="PNG: Ẽ-volume map (carbon) or rates per composition")
-    evaluate.add_argument(
-        "--rank-by", choices=["pseudo", "physical"], default="pseudo",
-        help="pick each formula's 1 try by Ẽ or by the re-check's physical energy",
-    )
-    evaluate.set_defaults(func=cmd_evaluate)
-
-    report = commands.add_parser("report", help="write a self-contained HTML report of a run")
-    report.add_argument("source", nargs="+", help="RUN.db (one run database or several)")
-    report.add_argument("--out", required=True, help="HTML file to write (report.html)")
-    report.add_argument(
-        "--evaluation", action="append", default=[], metavar="EVAL.json",
-        help="the judge's verdicts (respmatch evaluate --json) of a run (repeatable, one per run)",
-    )
-    report.add_argument(
-        "--recheck", action="store_true",
-        help="require the physical re-check section (shown anyway when the run holds re-check results)",
-    )
-    report.add_argument(
-        "--structures", type=int, default=50, metavar="K",
-        help="embed coordinates of the K lowest-Ẽ structures per composition (default 50)",
-    )
-    report.set_defaults(func=cmd_report)
-
-    demo = commands.add_parser("demo", help="train on built-in diamond, generate carbon, evaluate")
-    demo.add_argument("--out", default="respmatch-demo", help="directory for the results")
-    demo.add_argument(
-        "--option", action="append", default=[], metavar="KEY=VALUE",
-        help="override a demo setting, e.g. epochs=20 or tries_per_size=10",
-    )
-    demo.add_argument("--threads", type=positive_int, help="torch CPU threads")
-    demo.add_argument("--quiet", action="store_true", help="no progress bars")
-    demo.set_defaults(func=cmd_demo)
-
-    info = commands.add_parser("info", help="describe a trained model")
-    info.add_argument("model")
-    info.set_defaults(func=cmd_info)
+        sub.set_defaults(handler=run)
+        if only in (None, name):
+            add_arguments(sub)
     return parser
+
+
+def _command_of(argv: list[str]) -> str | None:
+    """The command named in ``argv``: its first word that is not an option (only --debug comes before)."""
+    return next((word for word in argv if not word.startswith("-")), None)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"respmatch: warning: {one_line(str(message))}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command.  The one error path: an expected fault (``errors.describe``) is one line
     on stderr and exit code 2, Ctrl-C is exit code 130 (with the ``--resume`` hint where a run
-    continues), anything else is a bug and keeps its traceback; ``--debug`` shows every one."""
+    continues), anything else is a bug and keeps its traceback; ``--debug`` shows every one, and
+    the library warnings that normal runs keep quiet."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = _command_of(argv)
+    parser = build_parser(only=command if command in COMMANDS else None)
     try:
-        args = build_parser().parse_args(argv)
+        args = parser.parse_args(argv)
+        command_parser = parser._subparsers._group_actions[0].choices[args.command]
+        command_parser.check_requirements(args)
     except SystemExit as exit:  # --help, or a usage error already printed as one line
         return exit.code
-    if getattr(args, "threads", None):
-        torch.set_num_threads(args.threads)
+    with warnings.catch_warnings(), _quiet_workers(not args.debug):
+        if not args.debug:  # third-party notices carry no action for the user (sevenn's, numpy's)
+            warnings.simplefilter("ignore")
+        warnings.simplefilter("always", RespmatchWarning)
+        warnings.showwarning = _show_warning
+        return _run(args, command_parser)
+
+
+@contextmanager
+def _quiet_workers(quiet: bool):
+    """The processes a run starts (Dask workers) keep library warnings quiet too."""
+    previous = os.environ.get("PYTHONWARNINGS")
+    if quiet and previous is None:
+        os.environ["PYTHONWARNINGS"] = "ignore"
     try:
-        args.func(args)
+        yield
+    finally:
+        if quiet and previous is None:
+            del os.environ["PYTHONWARNINGS"]
+
+
+def _run(args, command_parser: CommandParser) -> int:
+    from respmatch.files import check_files, replacing
+
+    try:
+        if getattr(args, "threads", None):
+            import torch
+
+            torch.set_num_threads(args.threads)
+        inputs, outputs = command_parser.files(args)
+        with replacing(path for _, path, _ in outputs if getattr(args, "force", False)):
+            check_files(inputs, outputs)
+            args.handler(args)
     except KeyboardInterrupt:
         if args.debug:
             traceback.print_exc()
@@ -471,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         if args.debug:
             traceback.print_exc()
-        print(f"respmatch: error: {' '.join(message.split())}", file=sys.stderr)
+        print(f"respmatch: error: {one_line(message)}", file=sys.stderr)
         return 2
     return 0
 

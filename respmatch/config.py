@@ -7,6 +7,7 @@ tuples, so tuples are stored as lists and turned back on loading.
 from __future__ import annotations
 
 import math
+import reprlib
 from dataclasses import asdict, fields
 
 from respmatch.errors import RespmatchError
@@ -72,13 +73,19 @@ def _fits(value, kind: str) -> bool:
     return False
 
 
+_SHORT = reprlib.Repr()  # values in an error line: a glimpse, never a dump
+_SHORT.maxstring = _SHORT.maxother = 24
+_SHORT.maxlist, _SHORT.maxdict, _SHORT.maxlevel = 4, 3, 2
+
+
 def parameter_differences(stored: dict, given: dict, may_change=frozenset()) -> str:
     """'key: stored X, given Y; ...' for each key outside ``may_change`` whose value differs
     (empty when none does): why a resume would continue another run."""
     missing = "<missing>"
     keys = sorted((stored.keys() | given.keys()) - set(may_change))
+    short = _SHORT.repr
     return "; ".join(
-        f"{key}: stored {stored.get(key, missing)!r}, given {given.get(key, missing)!r}"
+        f"{key}: stored {short(stored.get(key, missing))}, given {short(given.get(key, missing))}"
         for key in keys
         if stored.get(key, missing) != given.get(key, missing)
     )

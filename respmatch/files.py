@@ -8,13 +8,18 @@ failure (a kill -9 can leave it, and the next write of the same file replaces it
 
 from __future__ import annotations
 
+import contextvars
 import io
+import json
 import os
-from collections.abc import Iterable, Iterator
+import sqlite3
+import warnings
+import zipfile
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 
 from respmatch.errors import RespmatchError
 
@@ -53,27 +58,158 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 def atomic_save(obj, path: str | os.PathLike) -> None:
     """torch.save, atomically.  Serialised in memory first: torch's own file writer reports a
     full disk as an obscure RuntimeError ('unexpected pos'), Python's as OSError(ENOSPC)."""
+    import torch  # here: a command that saves no model need not load torch
+
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     atomic_write_bytes(path, buffer.getvalue())
 
 
+# The kinds of file a command writes, each with how an existing file of that kind is recognised.
+# An existing output is replaced only when it is of the kind the command writes (an earlier
+# result of the same command), when it is empty, or when the user says --force; a run database
+# is opened and extended, never replaced, so --force does not apply to it.
+
+
+def _is_sqlite(path: Path) -> bool:
+    with path.open("rb") as file:
+        return file.read(16) == b"SQLite format 3\x00"
+
+
+def sqlite_tables(path: Path) -> set[str] | None:
+    """The table names of an SQLite file, or None when it is not one.  Reading writes nothing
+    (except that SQLite rolls back what a killed writer left half-done, as any reader must)."""
+    if not _is_sqlite(path):
+        return None
+    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return {name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.DatabaseError:
+        return None
+    finally:
+        connection.close()
+
+
+def is_run_database(path: Path) -> bool:
+    """ASE's tables, or no table at all (a run killed in its first instant left the file)."""
+    tables = sqlite_tables(path)
+    return tables is not None and (not tables or "systems" in tables)
+
+
+def _is_structure_file(path: Path) -> bool:
+    from ase.io import read
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            read(path, index=0)
+    except Exception:  # any reader fault: it is not a structure file ASE reads
+        return False
+    return True
+
+
+def _is_json_object(path: Path) -> bool:
+    try:
+        return isinstance(json.loads(path.read_bytes()), dict)
+    except (ValueError, UnicodeDecodeError):
+        return False
+
+
+# Leading bytes of the figure formats a plot is written in (matplotlib's, those we recognise).
+_FIGURE_SIGNATURES = (b"\x89PNG", b"%PDF", b"%!PS", b"<?xml", b"<svg", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*", b"RIFF")
+
+
+def _is_figure(path: Path) -> bool:
+    with path.open("rb") as file:
+        return file.read(8).startswith(_FIGURE_SIGNATURES)
+
+
+def _is_report(path: Path) -> bool:
+    with path.open("rb") as file:
+        return b'<meta name="generator" content="respmatch report">' in file.read(4096)
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A kind of file a command writes: its name in messages, how an existing one is known."""
+
+    name: str
+    recognise: Callable[[Path], bool]
+    replaceable: bool = True  # False: opened and extended in place, so --force cannot apply
+
+
+KINDS = {
+    "run database": Kind("run database", is_run_database, replaceable=False),
+    "model": Kind("respmatch model", zipfile.is_zipfile),
+    "structures": Kind("structure file", _is_structure_file),
+    "json": Kind("JSON file", _is_json_object),
+    "figure": Kind("figure", _is_figure),
+    "report": Kind("respmatch report", _is_report),
+    "folder": Kind("folder", Path.is_dir),
+}
+
+# Paths the user allowed to be replaced whatever they hold (--force), for the command running now.
+_forced: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar("forced", default=frozenset())
+
+
+@contextmanager
+def replacing(paths: Iterable[str | os.PathLike]) -> Iterator[None]:
+    """Within this block, the files at ``paths`` may be replaced whatever they hold (--force)."""
+    token = _forced.set(_forced.get() | {os.path.realpath(p) for p in paths})
+    try:
+        yield
+    finally:
+        _forced.reset(token)
+
+
 def check_output(
-    path: str | os.PathLike, inputs: Iterable[str | os.PathLike] = (), option: str = "--out"
+    path: str | os.PathLike,
+    inputs: Iterable[str | os.PathLike] = (),
+    option: str = "--out",
+    kind: str | None = None,
 ) -> Path:
-    """Refuse an output path that cannot be written or that is one of the inputs, before any
-    work is done or any file created."""
+    """Refuse, before any work is done or any file created, an output path that cannot be
+    written, that is one of the inputs (by real path: symlinks and ``./x`` count), or that
+    holds a file of another kind than ``kind`` (see KINDS)."""
     path = Path(path)
+    if kind == "folder":
+        return check_output_folder(path, option)
     if path.is_dir():
         raise RespmatchError(f"{option} {path}: is a folder; give a file name")
     _check_folder(path, option)
+    real = os.path.realpath(path)
     for source in inputs:
-        if path.exists() and Path(source).exists() and os.path.samefile(path, source):
+        if "://" not in str(source) and os.path.realpath(source) == real:
             raise RespmatchError(
                 f"{option} {path}: is the input {source}; writing it would destroy the input, "
                 "choose another name"
             )
+    if kind is not None and path.is_file() and path.stat().st_size:
+        known = KINDS[kind]
+        if not known.recognise(path) and (not known.replaceable or real not in _forced.get()):
+            advice = "choose another file" if not known.replaceable else "choose another name, or add --force to replace it"
+            raise RespmatchError(f"{option} {path}: exists and is not a {known.name}; not overwriting it ({advice})")
     return path
+
+
+def check_files(
+    inputs: Iterable[tuple[str, str | os.PathLike]],
+    outputs: Iterable[tuple[str, str | os.PathLike, str]],
+) -> None:
+    """The one check of a command's files, before any work: ``inputs`` as (option, path),
+    ``outputs`` as (option, path, kind).  No output may be an input or another output (by real
+    path), and each must be writable and of its kind (``check_output``)."""
+    inputs = [(option, path) for option, path in inputs if path is not None]
+    outputs = [(option, path, kind) for option, path, kind in outputs if path is not None]
+    seen: dict[str, str] = {}
+    for option, path, kind in outputs:
+        if "://" in str(path):
+            continue  # a database server's URL: no file of ours
+        real = os.path.realpath(path)
+        if real in seen:
+            raise RespmatchError(f"{option} {path}: is also the file of {seen[real]}; give each output its own name")
+        seen[real] = option
+        check_output(path, [source for _, source in inputs], option, kind)
 
 
 def check_output_folder(path: str | os.PathLike, option: str = "--out") -> Path:

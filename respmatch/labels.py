@@ -20,7 +20,7 @@ from ase.io import write
 from respmatch.config import PlainDict, checked_options
 from respmatch.elements import MAX_Z
 from respmatch.errors import RespmatchError
-from respmatch.files import atomic_path
+from respmatch.files import atomic_path, check_output
 from respmatch.neighbors import neighbor_pairs
 from respmatch.structures import Structures
 
@@ -283,6 +283,7 @@ def _repulsion(structures: Structures, radii: torch.Tensor):
 
 def export_labels(path, structures: Structures, config: LabelConfig, seed: int = 0) -> int:
     """Write one fixed labelled set (energy, forces, stress, noise level, strain) to extxyz."""
+    check_output(path, kind="structures")
     generator = torch.Generator().manual_seed(seed)
     labelled = draw_labels(structures, config, generator)
     frames = labelled.to_atoms()

@@ -335,7 +335,7 @@ def export(db_path: str | Path, out_path: str | Path, *, only_converged: bool = 
 
     Everything is read and checked before the file is opened, so a refused export writes nothing.
     """
-    out_path = check_output(out_path, inputs=[] if "://" in str(db_path) else [db_path])
+    out_path = check_output(out_path, inputs=[] if "://" in str(db_path) else [db_path], kind="structures")
     fmt = EXPORT_FORMATS.get(out_path.suffix.lower())
     if fmt is None:
         raise RespmatchError(

@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import os
 import time
-import zipfile
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
@@ -227,9 +226,7 @@ def train(
         raise RespmatchError(
             f"epochs ({config.epochs}) and batch_size ({config.batch_size}) must be at least 1"
         )
-    out = check_output(out)
-    if out.exists() and not zipfile.is_zipfile(out):
-        raise RespmatchError(f"--out {out}: exists and is not a respmatch model; not overwriting it")
+    out = check_output(out, kind="model")
     # Early float32 gradients underflow into denormals, which the CPU handles ~10x slower:
     # flushing them to zero halved the first epochs in the profile and changes no result.
     torch.set_flush_denormal(True)

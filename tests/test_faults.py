@@ -15,10 +15,11 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from ase.build import bulk, molecule
-from ase.io import write
+from ase.io import read, write
 
 from respmatch.cli import main
 from respmatch.files import TEMPORARY_SUFFIX
@@ -150,11 +151,11 @@ def test_unwritable_output_is_refused_before_any_work(files, command, fault, cap
         ("generate", ["--composition", "8C"], ["'8C'"]),
         ("generate", ["--composition", "C8+"], ["'C8+'"]),
         ("generate", ["--option", "nope=1"], ["nope"]),
-        ("recheck", ["--top", "0"], ["--top", "got 0"]),
-        ("recheck", ["--fmax", "nan"], ["fmax > 0", "got nan"]),
+        ("recheck", ["--top", "0"], ["--top", "got '0'"]),
+        ("recheck", ["--fmax", "nan"], ["--fmax", "got 'nan'", "above 0"]),
         ("recheck", ["--workers", "0"], ["workers"]),
         ("recheck", ["--threads", "0"], ["--threads", "'0'"]),
-        ("report", ["--structures", "-1"], ["--structures", "got -1"]),
+        ("report", ["--structures", "-1"], ["--structures", "got '-1'"]),
         ("demo", ["--option", "epochs=0"], ["epochs=0", "at least 1"]),
         ("demo", ["--option", "tries_per_size=x"], ["tries_per_size='x'", "whole number"]),
         ("demo", ["--option", "cell_sizes=()"], ["cell_sizes=()"]),
@@ -330,6 +331,15 @@ def fail_writes_after(monkeypatch, calls: int, code: int = errno.ENOSPC):
         monkeypatch.setattr(SQLite3Database, method, failing(getattr(SQLite3Database, method)))
 
 
+def replace_it(argv: list[str]) -> list[str]:
+    """``--force`` where the command takes it: its earlier output here is a stand-in of a few
+    bytes, not a file of the kind it writes, and would be refused before the write."""
+    from respmatch.cli import build_parser
+
+    sub = build_parser(only=argv[0])._subparsers._group_actions[0].choices[argv[0]]
+    return ["--force"] if any("--force" in a.option_strings for a in sub._actions) else []
+
+
 @pytest.mark.parametrize("command", COMMANDS)
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS])
 def test_full_or_read_only_disk_is_one_line_and_changes_nothing(files, command, code, monkeypatch, capsys):
@@ -340,13 +350,15 @@ def test_full_or_read_only_disk_is_one_line_and_changes_nothing(files, command, 
         (out / "report.html").write_bytes(b"earlier output")
     elif command not in DATABASES:
         out.write_bytes(b"earlier output")  # must survive a failed write whole
+        argv += replace_it(argv)
     if command == "train":
         shutil.copy(files["model"], out)
     before = snapshot(files["folder"])
     # train: after its first epoch's state; recheck: at its first record, its database made.
     fail_writes_after(monkeypatch, {"train": 1, "recheck": 3}.get(command, 0), code)
     assert main(argv) == 2
-    one_line_error(capsys, "disk" if code == errno.ENOSPC else "read")
+    line = one_line_error(capsys).replace(str(files["folder"]), "FOLDER")  # its name holds "disk"
+    assert ("disk" if code == errno.ENOSPC else "read") in line, line
     after = snapshot(files["folder"])
     if command == "demo":
         assert after == before  # the files it made are gone, the earlier one is as it was
@@ -484,6 +496,7 @@ def test_interrupted_demo_leaves_nothing(files):
 def test_ctrl_c_while_writing_keeps_the_earlier_file_and_no_temporary(files, command, monkeypatch, capsys):
     argv = commands(files, "out")[command]
     output_of(argv).write_bytes(b"earlier output")
+    argv += replace_it(argv)
     before = snapshot(files["folder"])
 
     def interrupted(fd):
@@ -493,3 +506,181 @@ def test_ctrl_c_while_writing_keeps_the_earlier_file_and_no_temporary(files, com
     assert main(argv) == 130
     assert capsys.readouterr().err.strip() == "respmatch: interrupted"
     assert snapshot(files["folder"]) == before
+
+
+# --- one mechanism: every declared output of every command, against every input ---------------------
+
+
+def full_commands(f: dict, out_name: str) -> dict:
+    """``commands``, with every optional output and input given (generate's ranked structures,
+    evaluate's figure and reference): each one the table below must cover."""
+    argv = commands(f, out_name)
+    out = str(f["folder"] / out_name)
+    argv["generate"] += ["--keep", "1", "--ranked-out", out + "-ranked.extxyz"]
+    argv["evaluate"] += ["--plot", out + ".png", "--reference", str(f["data"])]
+    return argv
+
+
+def declared_files(argv: list[str]) -> tuple[list, list]:
+    """(inputs, outputs) of a command line, as the command's parser declares them."""
+    from respmatch.cli import build_parser
+
+    parser = build_parser(only=argv[0])
+    args = parser.parse_args(argv)
+    return parser._subparsers._group_actions[0].choices[argv[0]].files(args)
+
+
+def file_cases() -> list:
+    """(command, output option, what the output is made): every declared output of every
+    command, as the same path as each declared input, a symlink to it, as another output, and
+    as an existing file of another kind."""
+    fake = {"folder": Path("/f"), **{k: Path(f"/f/{k}") for k in ("data", "molecules", "model", "run")}}
+    cases = []
+    for command, argv in full_commands(fake, "out").items():
+        inputs, outputs = declared_files(argv)
+        for option, _, kind in outputs:
+            cases += [(command, option, ("input", k)) for k in range(len(inputs))]
+            cases += [(command, option, ("symlink", k)) for k in range(len(inputs))]
+            cases += [(command, option, ("output", k)) for k in range(len(outputs)) if outputs[k][0] != option]
+            cases.append((command, option, ("foreign", kind)))
+    return cases
+
+
+@pytest.mark.parametrize("command, option, made", file_cases())
+def test_no_output_can_destroy_an_input_or_another_output(files, command, option, made, capsys):
+    argv = full_commands(files, "out")[command]
+    inputs, outputs = declared_files(argv)
+    position = argv.index(next(str(path) for o, path, _ in outputs if o == option))
+    how, which = made
+    if how == "input":  # another spelling of the same path
+        target = Path(inputs[which][1])
+        argv[position] = str(target.parent / "." / target.name)
+        words = ["is the input"]
+    elif how == "symlink":
+        argv[position] = str(files["folder"] / "link")
+        os.symlink(inputs[which][1], argv[position])
+        words = ["is the input"]
+    elif how == "output":
+        argv[position] = str(outputs[which][1])
+        words = ["is also the file of"]
+    else:  # a file of the user's that this command does not write
+        path = Path(argv[position])
+        path.write_text("my notes\n")
+        words = [str(path), "is a file, not a folder" if which == "folder" else "not a"]
+    if option == "--plot" and how != "foreign":  # refused as early: the name is no figure's
+        words = ["expected a figure file"]
+    before = snapshot(files["folder"])
+    assert main(argv) == 2
+    line = one_line_error(capsys, option, *words)
+    assert len(line) <= 250
+    assert snapshot(files["folder"]) == before
+
+
+def test_every_option_that_names_a_file_is_declared():
+    """An option added tomorrow that reads or writes a file must be declared, or this fails."""
+    from respmatch.cli import COMMANDS, build_parser
+
+    parser = build_parser()
+    for name in COMMANDS:
+        sub = parser._subparsers._group_actions[0].choices[name]
+        declared = set(sub.inputs) | {dest for dest, _ in sub.outputs}
+        for action in sub._actions:
+            text = f"{action.dest} {action.help or ''}".lower()
+            names_a_file = any(word in text for word in ("out", "file", ".db", ".pt", ".json", "write"))
+            if names_a_file and action.dest not in {"help", "force", "debug", "quiet"}:
+                assert action.dest in declared, f"{name} {action.option_strings or action.dest}"
+
+
+def test_force_replaces_a_file_of_another_kind_but_never_a_database(files, capsys):
+    notes = files["folder"] / "notes.extxyz"
+    notes.write_text("my notes\n")
+    assert main(["export", str(files["run"]), "--out", str(notes)]) == 2
+    one_line_error(capsys, "not a structure file", "--force")
+    assert main(["export", str(files["run"]), "--out", str(notes), "--force"]) == 0
+    assert len(read(notes, index=":")) == 2
+    assert main(["export", str(files["run"]), "--out", str(notes)]) == 0  # its own kind: replaced
+    other = files["folder"] / "other.db"
+    with sqlite3.connect(other) as connection:
+        connection.execute("CREATE TABLE notes (text)")
+    connection.close()
+    before = other.read_bytes()
+    assert main(commands(files, "other")["generate"] + ["--force"]) == 2
+    one_line_error(capsys, "not a run database", "choose another file")
+    assert other.read_bytes() == before
+
+
+def test_a_run_killed_before_its_tables_is_an_empty_run(files):
+    """kill -9 in generate's first instant can leave an SQLite file without tables."""
+    empty = files["folder"] / "empty.db"
+    sqlite3.connect(empty).close()
+    assert main(commands(files, "empty")["generate"]) == 0
+    from respmatch.store import read_run
+
+    assert len(read_run(empty)) == 2
+
+
+@pytest.mark.parametrize(
+    "command, extra, words",
+    [
+        *[("generate", ["--volume-per-atom", v], ["--volume-per-atom", f"got {v!r}", "0 < A ≤ B"])
+          for v in ("0", "-1", "5:3", "nan", "inf", "abc")],
+        ("generate", ["--seed", "-1"], ["--seed", "got '-1'", "at least 0"]),
+        ("generate", ["--chunk-size", "0"], ["--chunk-size", "got '0'", "at least 1"]),
+        ("generate", ["--chunk-size", "-3"], ["--chunk-size", "got '-3'", "at least 1"]),
+        ("generate", ["--keep", "0"], ["--keep", "got '0'"]),
+        ("generate", ["--out", "postgresql://user@host/db"], ["--out", "SQLite file"]),
+        ("generate", ["--ranked-out", "x.extxyz"], ["--ranked-out does nothing without --keep"]),
+        ("generate", ["--max-kicks", "5"], ["--max-kicks does nothing without --valid-only"]),
+        ("generate", ["--chunk-size", "4"], ["--chunk-size does nothing without --workers or --scheduler"]),
+        ("generate", ["--space-groups", "prior"], ["--space-groups does nothing without --symmetry"]),
+        ("recheck", ["--fmax", "0.1"], ["--fmax does nothing without --relax"]),
+        ("evaluate", ["--plot", "map.xyz"], ["--plot", "got 'map.xyz'", ".png"]),
+        ("report", ["--structures", "x"], ["--structures", "got 'x'"]),
+        ("train", ["--model", "cutoff=0"], ["--model cutoff=0", "above 0"]),
+        ("train", ["--model", "hidden=()"], ["--model hidden=()"]),
+    ],
+)
+def test_every_option_value_is_checked_before_work(files, command, extra, words, capsys):
+    argv = commands(files, "out")[command] + extra
+    before = snapshot(files["folder"])
+    assert main(argv) == 2
+    line = one_line_error(capsys, *words)
+    assert len(line) <= 200 + len("respmatch: error: ")
+    assert snapshot(files["folder"]) == before
+
+
+def test_train_refuses_a_cutoff_of_zero_for_molecules_too(files, capsys):
+    argv = ["train", str(files["molecules"]), "--out", str(files["folder"] / "m.pt"), *TRAIN]
+    argv[argv.index("cutoff=3.0")] = "cutoff=0"
+    assert main(argv) == 2
+    one_line_error(capsys, "--model cutoff=0")
+
+
+def test_a_resume_with_other_parameters_is_one_short_line(files, capsys):
+    argv = commands(files, "x")["generate"]
+    argv[argv.index(str(files["folder"] / "x.db"))] = str(files["run"])
+    argv[argv.index("--composition") + 1] = "C" * 400
+    before = snapshot(files["folder"])
+    assert main(argv + ["--resume"]) == 2
+    line = one_line_error(capsys, "cannot resume")
+    assert len(line) <= 200 + len("respmatch: error: ")
+    assert snapshot(files["folder"]) == before
+
+
+def test_library_warnings_are_quiet_unless_debug(files, monkeypatch, capsys):
+    import warnings
+
+    import respmatch.store
+
+    def export(*args, **kwargs):
+        warnings.warn("No tensor product accelerator is enabled", UserWarning)
+        np.float32(1e38) * np.float32(1e38)  # numpy's overflow warning
+        return 0
+
+    monkeypatch.setattr(respmatch.store, "export", export)
+    argv = ["export", str(files["run"]), "--out", str(files["folder"] / "x.extxyz")]
+    assert main(argv) == 0
+    assert capsys.readouterr().err == ""
+    assert main(["--debug", *argv]) == 0
+    err = capsys.readouterr().err
+    assert "accelerator" in err and "overflow" in err

@@ -10,7 +10,7 @@ matplotlib.use("Agg")  # files only: works on headless machines and in CI
 import matplotlib.pyplot as plt  # noqa: E402
 
 from respmatch.evaluate.result import Evaluation  # noqa: E402
-from respmatch.files import atomic_path  # noqa: E402
+from respmatch.files import atomic_path, check_output  # noqa: E402
 
 ALLOTROPE_MARKERS = {"diamond": "o", "lonsdaleite": "s", "graphite-AB": "^", "graphite-AA": "v"}
 COORDINATION_COLOURS = {"sp3": "tab:blue", "sp2": "tab:red", "mixed": "tab:purple", "other": "tab:gray"}
@@ -66,9 +66,24 @@ def plot_group_bars(evaluation: Evaluation, metrics: list[str], path: str | Path
     return _save(figure, path)
 
 
+# What each judge's figure shows: the carbon map, or per-composition rates (metrics, axis label).
+GROUP_BARS = {
+    "molecule": (["strict_valid", "lenient_valid"], "share of tries"),
+    "crystal": (["matched_any", "matched_lowest"], "matched"),
+}
+
+
+def plot_evaluation(evaluation: Evaluation, path: str | Path) -> Path:
+    """The figure of an evaluation of its kind (``respmatch evaluate --plot``)."""
+    if evaluation.kind == "carbon":
+        return plot_carbon_map(evaluation, path)
+    metrics, label = GROUP_BARS[evaluation.kind]
+    return plot_group_bars(evaluation, metrics, path, label)
+
+
 def _save(figure, path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    path = check_output(path, option="plot", kind="figure")
     try:
         with atomic_path(path) as temporary:
             figure.savefig(temporary, format=path.suffix.lstrip(".") or "png", bbox_inches="tight")

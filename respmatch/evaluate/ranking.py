@@ -16,14 +16,18 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import spglib
 from ase import Atoms
+from ase.io import write
 from pymatgen.core import Structure
 from pymatgen.core.structure_matcher import StructureMatcher
 from pymatgen.io.ase import AseAtomsAdaptor
 
 from respmatch.errors import RespmatchError
+from respmatch.files import atomic_path, check_output
+from respmatch.store import read_run
 from respmatch.evaluate.symmetry import quiet_spglib
 
 MATCHER_TOLERANCES = {"stol": 0.5, "ltol": 0.3, "angle_tol": 10}  # CDVAE / DiffCSP / FlowMM
@@ -111,3 +115,39 @@ def ranked_table(structures: Sequence[Atoms], groups: list[Distinct], beyond: in
         lines.append(f"{rank:>4}  {group.energy:>12.5f}  {group.count:>8}  "
                      f"{atoms.info.get('index', group.index):>5}  {symbol}")
     return "\n".join(lines)
+
+
+@dataclass
+class RankedTries:
+    """A run's converged tries grouped and ranked (``rank_run``): the table to print and the
+    ranked structures to write, each with its rank and how many tries found it."""
+
+    source: str
+    structures: list[Atoms]
+    groups: list[Distinct]
+    beyond: int
+
+    def table(self) -> str:
+        return ranked_table(self.structures, self.groups, self.beyond)
+
+    def ranked(self) -> list[Atoms]:
+        out = []
+        for rank, group in enumerate(self.groups, 1):
+            atoms = self.structures[group.index].copy()
+            atoms.info.update(rank=rank, found_by=group.count)
+            out.append(atoms)
+        return out
+
+    def write(self, path: str | Path) -> Path:
+        """The ranked structures to extxyz (``generate --ranked-out``), checked as every output is."""
+        path = check_output(path, inputs=[self.source], option="--ranked-out", kind="structures")
+        with atomic_path(path) as temporary:
+            write(temporary, self.ranked(), format="extxyz")
+        return path
+
+
+def rank_run(run: str | Path, keep: int | None = None) -> RankedTries:
+    """The ``keep`` lowest-Ẽ distinct structures of a stored run (``generate --keep``)."""
+    structures = read_run(run)
+    groups, beyond = rank_tries(structures, keep=keep)
+    return RankedTries(str(run), structures, groups, beyond)

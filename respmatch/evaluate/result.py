@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from respmatch.files import atomic_write_bytes
+from respmatch.files import atomic_write_bytes, check_output
 
 
 @dataclass
@@ -25,6 +25,7 @@ class Evaluation:
         return {"kind": self.kind, "summary": self.summary, "groups": self.groups, "records": self.records}
 
     def write_json(self, path: str | Path) -> None:
+        check_output(path, option="json", kind="json")
         text = json.dumps(self.to_dict(), indent=1, default=_json_default) + "\n"
         atomic_write_bytes(path, text.encode())
 

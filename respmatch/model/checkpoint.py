@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from respmatch.builtin import model_path
+from respmatch.builtin import BUILTIN_MODELS, model_path
 from respmatch.errors import RespmatchError
 from respmatch.files import atomic_save
 from respmatch.model.denoiser import Denoiser, ModelConfig
@@ -40,6 +40,28 @@ def checkpoint_of(model: Denoiser, *, label_config: dict | None = None, training
 
 def save_model(path, model: Denoiser, *, label_config: dict | None = None, training: dict | None = None):
     atomic_save(checkpoint_of(model, label_config=label_config, training=training), path)
+
+
+def describe_model(model) -> dict:
+    """What ``respmatch info`` shows of a model file or built-in model: where it is, what it was
+    trained on and for how long, its configuration and its best validation figures."""
+    checkpoint = load_checkpoint(model)
+    training = checkpoint.get("training", {})
+    history = training.get("history", [])
+    return {
+        "model": str(model_path(model)),
+        "built_in": BUILTIN_MODELS.get(str(model)),
+        "trained_on": training.get("n_structures"),
+        "epochs_run": len(history),
+        "training_seconds": round(sum(h["seconds"] for h in history)),
+        "elements": checkpoint["elements"],
+        "element_volumes": checkpoint["element_volumes"],
+        "model_config": checkpoint["model_config"],
+        "label_config": checkpoint["label_config"],
+        "preset": training.get("preset"),
+        "best": training.get("best"),
+        "parameters": sum(v.numel() for v in checkpoint["state_dict"].values()),
+    }
 
 
 def load_checkpoint(path) -> dict:

@@ -74,6 +74,18 @@ class ModelConfig(PlainDict):
     avg_neighbors: float = 1.0  # moments are divided by this, so features start O(1)
     message_passing: int = 0  # interaction layers after the local one; 0 is the paper's model
 
+    def __post_init__(self):
+        """Refuse, with the option named, a value no model can have (a zero cutoff, no channels)."""
+        at_least = {"cutoff": 0.0, "n_bessel": 1, "envelope_p": 1, "n_radial": 1, "n_embedding": 1,
+                    "l_max": 0, "nu_max": 1, "avg_neighbors": 0.0, "message_passing": 0}
+        for name, low in at_least.items():
+            value = getattr(self, name)
+            if not (value > low if isinstance(low, float) else value >= low):
+                bound = f"above {low:g}" if isinstance(low, float) else f"at least {low}"
+                raise RespmatchError(f"--model {name}={value!r}: must be {bound}")
+        if not self.hidden or any(int(width) < 1 for width in self.hidden):
+            raise RespmatchError(f"--model hidden={self.hidden!r}: layer widths must be at least 1")
+
 
 class Denoiser(nn.Module):
     def __init__(self, config: ModelConfig):

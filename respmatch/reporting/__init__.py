@@ -44,7 +44,7 @@ def report(
     sources = source if isinstance(source, list) and not (source and isinstance(source[0], Atoms)) else [source]
     paths = [Path(s) for s in sources if isinstance(s, (str, Path))]
     given = evaluation if isinstance(evaluation, list) else [] if evaluation is None else [evaluation]
-    check_output(out, paths + [Path(e) for e in given if isinstance(e, (str, Path))])
+    check_output(out, paths + [Path(e) for e in given if isinstance(e, (str, Path))], kind="report")
 
     runs, folders = [], []
     for item in sources:
