@@ -1,5 +1,5 @@
-"""Judge generated crystals (docs/design.md §1.4): validity, space group, uniqueness, novelty and the
-crystal structure prediction (CSP) match of CDVAE, DiffCSP and FlowMM.
+"""Judge generated crystals (docs/design.md §1.4): validity, space group, uniqueness, novelty and
+the crystal structure prediction (CSP) match of CDVAE, DiffCSP and FlowMM.
 
 Structures are grouped by reduced formula: the tries of one composition.  A try is *valid* when
 no two atoms (periodic images included) are closer than 0.5 Å.  A valid try *matches* when

@@ -23,8 +23,6 @@ from ase import Atoms
 from ase.filters import FrechetCellFilter
 from ase.optimize import FIRE
 
-from respmatch.chem import same_molecule
-from respmatch.matching import csp_matcher, to_structure
 from respmatch.recheck.potentials import ase_calculator, batched_potential, package_version
 from respmatch.record import SETTINGS_KEYS, RecheckRecord
 from respmatch.search.relax import BatchRelaxer, Job, Stage
@@ -140,6 +138,10 @@ def rms_displacement(start: Atoms, relaxed: Atoms) -> float:
 def survived(start: Atoms, relaxed: Atoms) -> bool:
     """Crystals: StructureMatcher (the CSP tolerances) still matches the RM structure.
     Molecules: the same canonical SMILES, and a perceivable one."""
+    # Imported here: pymatgen's matcher and RDKit take seconds to import, and only this needs them.
+    from respmatch.chem import same_molecule
+    from respmatch.matching import csp_matcher, to_structure
+
     if start.pbc.all():
         return bool(csp_matcher().fit(to_structure(start), to_structure(relaxed)))
     return same_molecule(start, relaxed)
