@@ -20,6 +20,7 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import TypeVar
 
+from respmatch.config import plain
 from respmatch.errors import RespmatchError
 
 T = TypeVar("T")
@@ -31,13 +32,7 @@ _TABLES = (
 
 
 def _json(value) -> str:
-    return json.dumps(value, sort_keys=True, allow_nan=True, default=_plain)
-
-
-def _plain(value):
-    if hasattr(value, "tolist"):  # numpy arrays and scalars
-        return value.tolist()
-    raise TypeError(f"a stage record holds JSON values, not {type(value).__name__}")
+    return json.dumps(plain(value), sort_keys=True)
 
 
 class Stages:

@@ -22,31 +22,17 @@ from ase import Atoms
 from ase.db.sqlite import SQLite3Database
 from ase.io import write as ase_write
 
-from respmatch.config import parameter_differences
+from respmatch.config import parameter_differences, plain
 from respmatch.errors import RespmatchError
 from respmatch.files import atomic_path, check_output
 from respmatch.record import Record
-from respmatch.run.database import WriterLock, is_url
+from respmatch.run.database import WriterLock, classify, is_url
 from respmatch.run.reader import open_run, read_run
 
 # Parameters that may differ between a run and its resumption; n may only grow (extend a run).
 RESUME_MAY_CHANGE = frozenset({"batch_size", "device", "threads", "n", "model"})
 
 EXPORT_FORMATS = {".cif": "cif", ".extxyz": "extxyz", ".xyz": "extxyz"}
-
-def _plain(value):
-    """JSON-ready copy (tuples, arrays → lists; numpy scalars → Python) so values round-trip."""
-    if isinstance(value, dict):
-        return {str(key): _plain(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(item) for item in value]
-    if isinstance(value, np.ndarray):
-        return _plain(value.tolist())
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    return value
 
 
 def _run_id(parameters: dict) -> str:
@@ -82,7 +68,9 @@ class RunStore:
         self, path_or_url: str | Path, parameters: dict | None = None, resume: bool = False
     ):
         self.path = str(path_or_url)
-        self._created = not is_url(self.path) and not Path(self.path).exists()
+        # A file that holds nothing yet (missing, empty, no tables) is removed again if the run
+        # fails before storing a structure.
+        self._created = classify(self.path) == "new"
         # The reader's checks first: a foreign file is refused before ASE writes into it.
         run = open_run(self.path, create=parameters is not None)
         self.db, stored = run.db, run.parameters
@@ -97,7 +85,7 @@ class RunStore:
         else:
             if not isinstance(self.db, SQLite3Database):
                 raise RespmatchError(f"{self.path}: a run is written to an SQLite file (one writer per run is enforced there)")
-            self._parameters = _plain(parameters)
+            self._parameters = plain(parameters)
             if stored:
                 _check_resume(self.path, stored, self._parameters)
             self.db.count()  # ASE makes its tables on first use: the lock needs them
