@@ -93,8 +93,9 @@ def recheck(
             total=len(keyed), initial=len(keyed) - len(todo), desc="recheck", unit="structure", disable=not progress
         ) as bar:
             for records in checked_chunks(todo, settings, client or own_client, chunk_size, threads):
-                store.write_many([(record.pop("key"), RecheckRecord(**record)) for record in records])
-                failed += sum("physical_error" in record for record in records)
+                verdicts = [(record.pop("key"), RecheckRecord(**record)) for record in records]
+                store.write_many(verdicts)
+                failed += sum(verdict.physical_error is not None for _, verdict in verdicts)
                 bar.update(len(records))
     seconds = time.perf_counter() - started
     return {
