@@ -85,7 +85,7 @@ def recheck(
 
     failed = 0
     copy = None if out is None else (run or structures)
-    with RecheckStore(out or source, settings.stored(), resume, copy) as store:
+    with RecheckStore(out or source, settings.stored(), resume, copy, opened=run if out is None else None) as store:
         keyed = {store.key_of(atoms): atoms for atoms in chosen}
         todo = [(key, atoms) for key, atoms in keyed.items() if key not in store.done]
         started = time.perf_counter()

@@ -32,11 +32,15 @@ class RecheckStore:
     With ``source`` (a run or structures) it is a new database holding their copy; one that
     fails before holding a verdict is removed."""
 
-    def __init__(self, path: str | Path, settings: dict, resume: bool, source: Run | list[Atoms] | None = None):
+    def __init__(
+        self, path: str | Path, settings: dict, resume: bool, source: Run | list[Atoms] | None = None,
+        opened: Run | None = None,
+    ):
+        """``opened``: the run at ``path`` where the caller has read it already."""
         self.path = str(path)
         self.written = 0
         self._created = False
-        target = open_run(self.path) if source is None or classify(self.path) == "ase" else None
+        target = opened or (open_run(self.path) if source is None or classify(self.path) == "ase" else None)
         if source is not None and target is not None:
             count, expected = len(target.entries), len(source.entries if isinstance(source, Run) else source)
             if count and not resume:
