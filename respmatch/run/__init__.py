@@ -24,7 +24,7 @@ the same lock while it writes.
 Stage records (respmatch.run.stages), for a stage that wants its results kept and resumable::
 
     @dataclass
-    class Group:                      # a flat dataclass of JSON values
+    class Group:                      # a dataclass of JSON values
         formula: str
         members: list[int]
         energy: float

@@ -2,8 +2,9 @@
 
 A stage (``"distinct"``, ``"physics"``, ``"final"``, …) stores typed records under string keys
 (e.g. a formula, or ``FORMULA/GROUP``) in the table ``respmatch_stage_record``, one JSON object
-per record, and its settings in ``respmatch_stage``.  A record type is a flat dataclass of JSON
-values (numbers, strings, booleans, None, lists of those); it comes back as the same dataclass.
+per record, and its settings in ``respmatch_stage``.  A record type is a dataclass whose fields
+hold JSON values (numbers, strings, booleans, None, and lists and dicts of those; numpy values
+are stored as plain ones); it comes back as the same dataclass.
 A stage resumes by reading the keys it already stored and computing only the others; records
 are committed as they are written, so a kill loses only those in flight.  ``begin`` refuses to
 continue a stage under other settings, ``finish`` marks it whole.
