@@ -1,4 +1,4 @@
-"""Crystal structure prediction (CSP) on MP-20 or Perov-5, at CPU scale (DESIGN §1.3-1.4).
+"""Crystal structure prediction (CSP) on MP-20 or Perov-5, at CPU scale (docs/design.md §1.3-1.4).
 
 The official test splits are not in the shared data, so formulas are held out instead: MP-20
 trains on train_partial.csv plus about 90% of the formulas of val.csv, Perov-5 on about 90% of

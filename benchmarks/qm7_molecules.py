@@ -2,8 +2,8 @@
 
 1. Train a molecule model on QM7 (or reuse one with --model).
 2. Draw a fixed (seeded) sample of distinct QM7 formulas with 5-7 heavy atoms, hydrogens as in
-   QM7, and relax --tries random starts of each with the paper's molecule protocol (DESIGN §1.3),
-   all compositions through one shared batch.
+   QM7, and relax --tries random starts of each with the paper's molecule protocol
+   (docs/design.md §1.3), all compositions through one shared batch.
 3. Perceive bonds with RDKit and report strict and lenient validity, uniqueness and novelty
    against QM7, per composition and overall (respmatch.evaluate.molecules), with timings.
 

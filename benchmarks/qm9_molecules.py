@@ -6,7 +6,7 @@ report EDM's metrics (as EDM computes them) beside ours.
 2. Train on --train-molecules molecules of the rest (all of QM9 is out of reach on 2 CPU cores),
    or reuse a model with --model.
 3. Draw --tries held-out molecules (seeded) and relax one random start of each one's composition
-   (the paper's molecule protocol, DESIGN §1.3), all through one shared batch.
+   (the paper's molecule protocol, docs/design.md §1.3), all through one shared batch.
 4. Report, over all tries: EDM's atom and molecule stability, RDKit validity and uniqueness
    (respmatch.evaluate.edm), our strict and lenient validity, uniqueness, novelty against the
    training molecules (meaningful only when this run trained the model) and against all of QM9,

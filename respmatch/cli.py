@@ -272,8 +272,10 @@ def run_export(args) -> None:
 
 
 def evaluate_arguments(p: CommandParser) -> None:
+    from respmatch.evaluate import KINDS
+
     p.add_input("source", help="RUN.db or a structure file (extxyz, CIF, CDVAE csv)")
-    p.add_argument("--kind", required=True, choices=["molecule", "crystal", "carbon"])
+    p.add_argument("--kind", required=True, choices=KINDS)
     p.add_input("--reference", help="known structures to match (crystal, carbon)")
     p.add_input("--training", help="training structures, for novelty")
     p.add_output("--json", kind="json", help="write summary, groups and per-structure records here")
@@ -285,8 +287,7 @@ def evaluate_arguments(p: CommandParser) -> None:
 
 
 def run_evaluate(args) -> None:
-    from respmatch.evaluate import evaluate
-    from respmatch.evaluate.plots import plot_evaluation
+    from respmatch.evaluate import JUDGES, evaluate
 
     evaluation = evaluate(args.source, args.kind, reference=args.reference, training=args.training, rank_by=args.rank_by)
     print(evaluation.table())
@@ -294,7 +295,7 @@ def run_evaluate(args) -> None:
         evaluation.write_json(args.json)
         print(f"wrote {args.json}")
     if args.plot:
-        plot_evaluation(evaluation, args.plot)
+        JUDGES[args.kind].plot(evaluation, args.plot)
         print(f"wrote {args.plot}")
 
 
@@ -354,7 +355,7 @@ COMMANDS = {
 
 def build_parser(only: str | None = None) -> Parser:
     """The commands; with ``only``, the arguments of that command alone (the others keep their
-    name and help), so that parsing one command imports nothing another needs."""
+    name and help; "" builds none), so that parsing one command imports nothing another needs."""
     parser = Parser(prog="respmatch", description=__doc__.split("\n\n")[0])
     parser.add_argument("--debug", action="store_true", help="show the traceback of any error, and library warnings")
     parser.set_defaults(resumable=False)
@@ -384,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     the library warnings that normal runs keep quiet."""
     argv = sys.argv[1:] if argv is None else list(argv)
     command = _command_of(argv)
-    parser = build_parser(only=command if command in COMMANDS else None)
+    parser = build_parser(only=command or "")  # "": no command's arguments (respmatch --help)
     try:
         args = parser.parse_args(argv)
         command_parser = parser._subparsers._group_actions[0].choices[args.command]

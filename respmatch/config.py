@@ -9,12 +9,23 @@ from __future__ import annotations
 import math
 import reprlib
 from dataclasses import asdict, fields
+from pathlib import PurePath
 
 from respmatch.errors import RespmatchError
 
 
-def _lists(value):
-    return [_lists(v) for v in value] if isinstance(value, (tuple, list)) else value
+def plain(value):
+    """JSON-ready copy: tuples and arrays → lists, numpy scalars → Python, paths → text (what a
+    database, a checkpoint or a JSON file stores gives the same values back)."""
+    if isinstance(value, dict):
+        return {str(key): plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(item) for item in value]
+    if hasattr(value, "tolist"):  # numpy arrays and scalars
+        return plain(value.tolist())
+    if isinstance(value, PurePath):
+        return str(value)
+    return value
 
 
 def _tuples(value):
@@ -23,7 +34,7 @@ def _tuples(value):
 
 class PlainDict:
     def to_dict(self) -> dict:
-        return {k: _lists(v) for k, v in asdict(self).items()}
+        return {k: plain(v) for k, v in asdict(self).items()}
 
     @classmethod
     def from_dict(cls, values: dict):

@@ -71,17 +71,16 @@ def atomic_save(obj, path: str | os.PathLike) -> None:
 # is opened and extended, never replaced, so --force does not apply to it.
 
 
-def _is_sqlite(path: Path) -> bool:
+def is_sqlite(path: Path) -> bool:
     with path.open("rb") as file:
         return file.read(16) == b"SQLite format 3\x00"
 
 
 def sqlite_tables(path: Path) -> set[str] | None:
-    """The table names of an SQLite file, or None when it is not one.  Reading writes nothing
-    (except that SQLite rolls back what a killed writer left half-done, as any reader must)."""
-    if not _is_sqlite(path):
-        return None
-    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    """The table names of an existing SQLite file; None when it cannot be read as SQLite.  A
+    query writes nothing (except that SQLite rolls back what a killed writer left half-done, as
+    any reader must)."""
+    connection = sqlite3.connect(path)
     try:
         return {name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     except sqlite3.DatabaseError:
@@ -92,7 +91,7 @@ def sqlite_tables(path: Path) -> set[str] | None:
 
 def is_run_database(path: Path) -> bool:
     """ASE's tables, or no table at all (a run killed in its first instant left the file)."""
-    tables = sqlite_tables(path)
+    tables = sqlite_tables(path) if is_sqlite(path) else None
     return tables is not None and (not tables or "systems" in tables)
 
 

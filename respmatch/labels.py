@@ -1,4 +1,5 @@
-"""Response labels: perturb equilibrium structures and label the restoring response (DESIGN §1.1).
+"""Response labels: perturb equilibrium structures and label the restoring response
+(docs/design.md §1.1).
 
 Each equilibrium structure gives one copy per (strain scale, noise level) pair; periodic cells are
 strained (elastic stress and energy from an isotropic stiffness), every copy gets uniform
@@ -168,7 +169,7 @@ def _fractional(positions, cell, structures):
 def _strain_cells(copies, scale, strained, config, generator):
     """Strained cells H = H0(1+s) + U(-½,½)·c·V0^(1/3), Green–Lagrange strain, elastic response.
 
-    F = H0⁻¹H and ε = ½(FᵀF - I) exactly as DESIGN §1.1 states them (rows of H are lattice
+    F = H0⁻¹H and ε = ½(FᵀF - I) exactly as docs/design.md §1.1 states them (rows of H are lattice
     vectors).  Molecules and unstrained copies keep their cell and get zero stress and energy.
     """
     h0 = copies.cell

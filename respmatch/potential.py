@@ -1,4 +1,5 @@
-"""The one interface the batched relaxer needs from an energy model (DESIGN §3, "potential").
+"""The one interface the batched relaxer needs from an energy model (docs/design.md §3, "the
+potential seam").
 
 A potential takes a batch of structures (``Structures``: flat tensors of many molecules or
 crystals) and returns energy (B,) in eV, forces (N, 3) in eV/Å and, when asked, stress (B, 3, 3)

@@ -41,7 +41,7 @@ def test_symmetry_analysis_raises_no_deprecation_warnings():
     import warnings
 
     from respmatch.evaluate.carbon import symmetry_key
-    from respmatch.evaluate.symmetry import quiet_spglib
+    from respmatch.symmetry import quiet_spglib
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")

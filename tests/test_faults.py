@@ -286,9 +286,9 @@ def test_evaluate_reads_through_the_readers_checks(tmp_path, name, text, words, 
 
 
 def test_unexpected_errors_keep_their_traceback_and_debug_shows_every_one(files, monkeypatch, capsys):
-    import respmatch.store
+    import respmatch.run.store
 
-    monkeypatch.setattr(respmatch.store, "read_run", lambda path: 1 / 0)
+    monkeypatch.setattr(respmatch.run.store, "read_run", lambda path: 1 / 0)
     with pytest.raises(ZeroDivisionError):  # a bug, not the user's fault: the traceback stays
         main(["export", str(files["run"]), "--out", str(files["folder"] / "x.extxyz")])
     assert main(["--debug", "info", str(files["data"])]) == 2

@@ -1,4 +1,4 @@
-"""Response labels (DESIGN §1.1) checked against an independent numpy computation.
+"""Response labels (docs/design.md §1.1) checked against an independent numpy computation.
 
 Every reference quantity here (stiffness, Green–Lagrange strain, elastic energy, repulsion,
 minimum images) is written out in numpy from the design notes; respmatch is only asked for the
@@ -212,7 +212,7 @@ def diamond_primitive():
 
 @pytest.mark.parametrize("make_atoms", [simple_cubic_1A, diamond_primitive])
 def test_displacements_are_minimum_images(make_atoms):
-    """DESIGN §1.1: displacements are wrapped to the *minimum image* in periodic cells.
+    """docs/design.md §1.1: displacements are wrapped to the *minimum image* in periodic cells.
 
     No strain, no cell noise and a negligible repulsion radius make the force label exactly -d.
     """

@@ -1,5 +1,5 @@
-"""Physics of the denoiser (DESIGN §1.2): invariances, conservative forces and stress, neighbour
-lists beyond the cell, batching, unseen elements, checkpoints and the ASE calculator.
+"""Physics of the denoiser (docs/design.md §1.2): invariances, conservative forces and stress,
+neighbour lists beyond the cell, batching, unseen elements, checkpoints and the ASE calculator.
 
 All in float64.  The models are randomly perturbed away from their (nearly flat) initialisation
 so that energies, forces and stress are far from zero.  Perturbations are drawn in float32 and

@@ -1,4 +1,4 @@
-"""Random starting structures (DESIGN §1.3) checked against ASE's own geometry routines.
+"""Random starting structures (docs/design.md §1.3) checked against ASE's own geometry routines.
 
 Periodic distances come from ``ase.geometry.get_distances`` (minimum image via Minkowski
 reduction) and self-image distances from the Minkowski-reduced cell, independently of the

@@ -1,8 +1,10 @@
 """Results store: rows round-trip, resume rules, export, and survival of a killed writer."""
 
+import hashlib
 import sqlite3
 import subprocess
 import sys
+from dataclasses import dataclass
 
 import ase.db
 import numpy as np
@@ -10,7 +12,12 @@ import pytest
 from ase.build import bulk, molecule
 from ase.io import read
 
+from respmatch.cli import main
+from respmatch.errors import RespmatchError
+from respmatch.recheck import recheck
 from respmatch.record import Record
+from respmatch.reporting import report
+from respmatch.run import RunInUseError, WriterLock, open_run, read_run
 from respmatch.store import RESUME_MAY_CHANGE, RunStore, export
 
 PARAMS = {
@@ -290,3 +297,158 @@ def test_stale_lock_file_does_not_block(tmp_path):
     store = RunStore(path, dict(PARAMS, n=20), resume=True)
     put(store, 1)
     assert store.done_indices() == {0, 1}
+
+
+# --- opening for writing goes through the run reader's checks; refusals change no byte ------------
+
+
+def digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def foreign_sqlite(path):
+    """Another program's SQLite database."""
+    with sqlite3.connect(path) as connection:
+        connection.execute("CREATE TABLE notes (text)")
+        connection.execute("INSERT INTO notes VALUES ('mine')")
+    connection.close()
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_another_programs_database_is_refused_for_writing_and_left_as_it_was(tmp_path, resume):
+    path = tmp_path / "other.db"
+    foreign_sqlite(path)
+    before = digest(path)
+    with pytest.raises(RespmatchError, match="other.db: an SQLite database, but not a run database"):
+        RunStore(path, PARAMS, resume=resume)
+    assert digest(path) == before
+
+    structures = tmp_path / "structures.db"  # an ASE database of the user's own structures
+    with ase.db.connect(structures) as db:
+        db.write(bulk("Si"), note="mine")
+    before = digest(structures)
+    with pytest.raises(RespmatchError, match="structures.db: not a respmatch run"):
+        RunStore(structures, PARAMS, resume=True)
+    assert digest(structures) == before
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_generate_refuses_another_programs_database(tmp_path, trained_diamond, resume, capsys):
+    path = tmp_path / "other.db"
+    foreign_sqlite(path)
+    before = digest(path)
+    argv = ["generate", "--model", str(trained_diamond[0]), "--out", str(path), "--composition", "C2", "--n", "1",
+            "--preset", "fixed-volume", "--volume-per-atom", "5.5", "--quiet"]
+    assert main(argv + ["--resume"] * resume) == 2
+    error = capsys.readouterr().err.strip()
+    assert "other.db" in error and "not a run database" in error and "\n" not in error
+    assert digest(path) == before
+    assert sqlite3.connect(path).execute("SELECT name FROM sqlite_master").fetchall() == [("notes",)]
+
+
+@pytest.mark.parametrize("left", ["an empty file", "SQLite without tables"])
+def test_what_a_run_killed_in_its_first_instant_leaves_is_an_empty_run(tmp_path, left):
+    path = tmp_path / "RUN.db"
+    if left == "an empty file":  # sqlite3 had made the file, nothing more
+        path.write_bytes(b"")
+    else:  # the header written, no table yet
+        with sqlite3.connect(path) as connection:
+            connection.execute("PRAGMA user_version = 1")
+        connection.close()
+        assert open_run(path).entries == []
+        with pytest.raises(RespmatchError, match="RUN.db: the run holds no structures yet"):
+            report(path, tmp_path / "r.html")
+    store = RunStore(path, PARAMS)  # a new run, no --resume needed
+    put(store, 0)
+    store.close()
+    assert [a.info["index"] for a in read_run(path)] == [0]
+
+
+def test_the_writer_lock_is_public_and_one_at_a_time(tmp_path):
+    path = tmp_path / "RUN.db"
+    RunStore(path, PARAMS).close()
+    with WriterLock(path) as lock:
+        assert lock.held
+        with pytest.raises(RunInUseError, match="another process is writing this run"):
+            RunStore(path, PARAMS, resume=True)
+    assert not lock.held
+    RunStore(path, PARAMS, resume=True).close()
+
+
+def molecule_run(path, parameters=None):
+    parameters = parameters or {"composition": "mixed", "preset": "molecule", "seed": 3, "n": 3}
+    with RunStore(path, parameters) as store:
+        for index, name in enumerate(("H2O", "CH4", "NH3")):
+            atoms = molecule(name)
+            atoms.rattle(0.05, seed=index)
+            store.write(atoms, Record(index, 3, -0.1 * index, True, 10, "relax"))
+    return parameters
+
+
+def test_recheck_out_carries_the_run_parameters_records_and_times(tmp_path):
+    source, out = tmp_path / "run.db", tmp_path / "checked.db"
+    parameters = molecule_run(source)
+    recheck(source, "gfn1-xtb", out=out, progress=False)
+    run, checked = open_run(source), open_run(out)
+    assert checked.parameters == parameters
+    assert [e.record for e in checked.entries] == [e.record for e in run.entries]
+    assert [e.ctime for e in checked.entries] == [e.ctime for e in run.entries]
+    assert checked.seconds == pytest.approx(run.seconds)
+    assert all(e.recheck.physical_potential == "gfn1-xtb" and e.recheck.physical_energy < 0 for e in checked.entries)
+    assert all(e.recheck is None for e in open_run(source).entries)  # the source is not touched
+
+
+def test_a_refused_recheck_leaves_the_database_byte_identical(tmp_path, capsys):
+    path, out = tmp_path / "run.db", tmp_path / "checked.db"
+    molecule_run(path)
+    recheck(path, "gfn1-xtb", progress=False)
+    recheck(path, "gfn1-xtb", out=out, progress=False)
+    before = {p: digest(p) for p in (path, out)}
+    assert main(["recheck", str(path), "--potential", "gfn1-xtb", "--quiet"]) == 2  # no --resume
+    assert "--resume" in capsys.readouterr().err
+    assert main(["recheck", str(path), "--potential", "gfn1-xtb", "--fmax", "0.1", "--resume", "--quiet"]) == 2
+    assert "rechecked with" in capsys.readouterr().err
+    assert main(["recheck", str(path), "--potential", "gfn1-xtb", "--out", str(out), "--quiet"]) == 2
+    assert "already holds" in capsys.readouterr().err
+    assert {p: digest(p) for p in (path, out)} == before
+
+
+@dataclass
+class Group:
+    formula: str
+    members: list
+    energy: float
+
+
+@dataclass
+class Other:
+    formula: str
+
+
+def test_stage_records_are_typed_resumable_and_kept_to_their_settings(tmp_path):
+    path = tmp_path / "RUN.db"
+    store = RunStore(path, PARAMS)
+    put(store, 0)
+    store.begin_stage("distinct", {"energy_window": 0.02})
+    store.write_stage("distinct", {"C8/0": Group("C8", [0], -0.5)})
+    store.close()  # killed here: the stage is begun, one record stored
+    run = open_run(path)
+    assert run.stages.records("distinct", Group) == {"C8/0": Group("C8", [0], -0.5)}
+    assert run.stages.settings("distinct") == {"energy_window": 0.02} and not run.stages.finished("distinct")
+
+    resumed = RunStore(path, PARAMS, resume=True)
+    with pytest.raises(RespmatchError, match="stage 'distinct' was run with other settings"):
+        resumed.begin_stage("distinct", {"energy_window": 0.05})
+    resumed.begin_stage("distinct", {"energy_window": 0.02})
+    resumed.write_stage("distinct", {"C8/1": Group("C8", [1, 2], np.float64(-0.25))})
+    resumed.finish_stage("distinct")
+    resumed.close()
+    with pytest.raises(ValueError, match="not the run's writer"):
+        RunStore(path, resume=True).write_stage("distinct", {"C8/2": Group("C8", [], 0.0)})
+
+    stages = open_run(path).stages
+    assert stages.names() == ["distinct"] and stages.finished("distinct")
+    assert list(stages.records("distinct", Group).values()) == [Group("C8", [0], -0.5), Group("C8", [1, 2], -0.25)]
+    assert stages.records("physics", Group) == {}
+    with pytest.raises(RespmatchError, match="not a Other"):
+        stages.records("distinct", Other)

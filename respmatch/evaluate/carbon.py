@@ -5,7 +5,7 @@ bonds, ``sp2`` when every atom has three, ``mixed`` when every atom has three or
 occur, ``other`` otherwise (two-fold chains, over-coordination, isolated atoms).
 
 Allotropes are recognised with pymatgen's StructureMatcher (the CSP tolerances of
-``crystals``) against templates built here.  Graphite is compared at the structure's own
+``respmatch.matching``) against templates built here.  Graphite is compared at the structure's own
 volume per atom: the fixed-volume searches produce graphite whose layers are pressed together,
 and a uniform rescaling of the 8.8 Å³/atom ideal would not bring the layer spacing into
 tolerance.
@@ -16,23 +16,20 @@ from __future__ import annotations
 from collections import defaultdict
 
 import numpy as np
-import spglib
 from ase import Atoms
 from ase.build import bulk
-from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.io.ase import AseAtomsAdaptor
 
 from respmatch.errors import RespmatchError
-from respmatch.evaluate.crystals import MATCHER_TOLERANCES
 from respmatch.evaluate.result import Evaluation, share
-from respmatch.record import judged_fields
-from respmatch.evaluate.symmetry import quiet_spglib
+from respmatch.matching import csp_matcher
 from respmatch.neighbors import neighbor_pairs
+from respmatch.record import judged_fields
+from respmatch.symmetry import symmetry_key
 
 BOND_LENGTH = 1.7  # Å, longest C–C distance counted as a bond
-SYMPREC = 0.1
 GRAPHENE_BOND = 1.42  # Å, in-plane C–C of graphite
-MATCHER = StructureMatcher(**MATCHER_TOLERANCES)
+MATCHER = csp_matcher()
 ALLOTROPES = ("diamond", "lonsdaleite", "graphite-AB", "graphite-AA")
 
 
@@ -94,22 +91,7 @@ def identify_allotrope(atoms: Atoms, coordination: str | None = None) -> str | N
     return None
 
 
-def symmetry_key(atoms: Atoms) -> tuple[int, int]:
-    """(space group number, atoms in the primitive cell); (0, n) when spglib finds nothing.
-
-    Structures with different keys are treated as different without running StructureMatcher:
-    grouping hundreds of structures pairwise would otherwise dominate the evaluation time.
-    """
-    cell = (atoms.cell.array, atoms.get_scaled_positions(), atoms.numbers)
-    with quiet_spglib():
-        dataset = spglib.get_symmetry_dataset(cell, symprec=SYMPREC)
-        primitive = spglib.find_primitive(cell, symprec=SYMPREC)
-    if dataset is None:
-        return (0, len(atoms))
-    return (int(dataset.number), len(primitive[2]) if primitive is not None else len(atoms))
-
-
-def group_distinct(structures: list, keys: list) -> list[int]:
+def framework_classes(structures: list, keys: list) -> list[int]:
     """Class id of every structure: equal ids match under StructureMatcher (within a key)."""
     representatives: dict = defaultdict(list)  # key -> [(class id, structure)]
     classes, next_id = [], 0
@@ -171,7 +153,7 @@ def evaluate_carbon(structures: list[Atoms], reference: list[Atoms] | None = Non
         keys.append((records[-1]["allotrope"] or key, coordination))
 
     converged = [k for k, r in enumerate(records) if r["converged"]]
-    classes = group_distinct([pymatgen_structures[k] for k in converged], [keys[k] for k in converged])
+    classes = framework_classes([pymatgen_structures[k] for k in converged], [keys[k] for k in converged])
     distinct = {}
     for k, class_id in zip(converged, classes):
         records[k]["distinct_id"] = class_id

@@ -1,5 +1,5 @@
-"""Judge generated crystals (DESIGN §1.4): validity, space group, uniqueness, novelty and the
-crystal structure prediction (CSP) match of CDVAE, DiffCSP and FlowMM.
+"""Judge generated crystals (docs/design.md §1.4): validity, space group, uniqueness, novelty and
+the crystal structure prediction (CSP) match of CDVAE, DiffCSP and FlowMM.
 
 Structures are grouped by reduced formula: the tries of one composition.  A try is *valid* when
 no two atoms (periodic images included) are closer than 0.5 Å.  A valid try *matches* when
@@ -7,7 +7,7 @@ pymatgen's ``StructureMatcher(stol=0.5, ltol=0.3, angle_tol=10)`` returns an RMS
 for it against a reference structure of its formula (``get_rms_dist`` is not None: CDVAE's
 criterion); its ``rms`` is the smallest over those references, normalised by (V/N)^(1/3).
 Per formula, ``distinct`` counts the distinct structures among the valid tries (StructureMatcher
-groups formed in order of Ẽ, ``evaluate.ranking``; the summary's ``unique`` is Σ distinct / Σ
+groups formed in order of Ẽ, ``respmatch.matching``; the summary's ``unique`` is Σ distinct / Σ
 valid), and with training data ``novel`` counts valid tries that match no training structure of
 the formula.  With a reference:
 
@@ -29,18 +29,15 @@ matched formulas (as CDVAE and DiffCSP report them).
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 
 from ase import Atoms
-from pymatgen.core import Composition, Structure
+from pymatgen.core import Structure
 from pymatgen.core.structure_matcher import StructureMatcher
-from pymatgen.symmetry.analyzer import SpacegroupAnalyzer, SymmetryUndeterminedError
 
-from respmatch.evaluate.physical import physical_energy
-from respmatch.evaluate.ranking import MATCHER_TOLERANCES, group_distinct, to_structure
 from respmatch.evaluate.result import Evaluation, share
-from respmatch.record import judged_fields
-from respmatch.evaluate.symmetry import quiet_spglib
+from respmatch.matching import best_rms, by_formula, csp_matcher, group_distinct, to_structure
+from respmatch.record import judged_fields, physical_energy
+from respmatch.symmetry import space_group
 
 KEEP = 20  # distinct structures kept per formula by the ranked-budget rates
 
@@ -58,7 +55,7 @@ def evaluate_crystals(
     """Validity, space group, distinct structures per formula; with ``reference`` the CSP match
     rates and RMSEs; with ``training`` the share of valid structures that match no training
     structure of their formula (novel)."""
-    matcher = StructureMatcher(**MATCHER_TOLERANCES)
+    matcher = csp_matcher()
     crystals = [to_structure(atoms) for atoms in structures]  # converted once, reused by every fit
     formulas = [crystal.composition.reduced_formula for crystal in crystals]
     references = by_formula(reference, set(formulas)) if reference is not None else None
@@ -189,16 +186,6 @@ def summary(records: list[dict], groups: dict, *, novelty: bool, judged: bool, k
     return result
 
 
-def by_formula(structures: list[Atoms], formulas: set[str]) -> dict[str, list[Structure]]:
-    """The structures whose reduced formula is one of ``formulas``, as pymatgen structures."""
-    found = defaultdict(list)
-    for atoms in structures:
-        formula = Composition(atoms.get_chemical_formula()).reduced_formula
-        if formula in formulas:
-            found[formula].append(to_structure(atoms))
-    return dict(found)
-
-
 def shortest_distance(crystal: Structure) -> float:
     """Shortest distance between two atoms, periodic images included (an atom and its own image
     too, so a collapsed one-atom cell is caught)."""
@@ -208,19 +195,3 @@ def shortest_distance(crystal: Structure) -> float:
         if len(distances):
             return float(distances.min())
         radius *= 2
-
-
-def space_group(crystal: Structure, symprec: float) -> tuple[str | None, int | None]:
-    """International symbol and number from spglib, (None, None) where spglib finds none."""
-    try:
-        with quiet_spglib():
-            analyzer = SpacegroupAnalyzer(crystal, symprec=symprec)
-            return analyzer.get_space_group_symbol(), analyzer.get_space_group_number()
-    except SymmetryUndeterminedError:
-        return None, None
-
-
-def best_rms(matcher: StructureMatcher, crystal: Structure, references: list[Structure]) -> float | None:
-    """Smallest normalised RMS displacement to any matching reference, None if none matches."""
-    found = [float(result[0]) for result in (matcher.get_rms_dist(crystal, ref) for ref in references) if result]
-    return min(found, default=None)

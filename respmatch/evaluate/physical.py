@@ -19,30 +19,14 @@ import math
 from collections import defaultdict
 
 from ase import Atoms
-from respmatch.evaluate.result import Evaluation, share
+
+from respmatch.evaluate.molecules import evaluate_molecules
+from respmatch.evaluate.result import Evaluation, share, spearman
+from respmatch.matching import best_rms, by_formula, csp_matcher, reduced_formula, to_structure
+from respmatch.recheck.check import RecheckSettings, recheck_chunk
+from respmatch.record import RecheckRecord, physical_energy
 
 WITHIN = 0.1  # eV/atom, "near the lowest energy found"
-
-
-def physical_energy(record) -> float | None:
-    """The physical energy per atom of a re-check record (an ``atoms.info`` or a record dict):
-    after relaxation when there was one; None when the potential failed on the structure."""
-    if "physical_error" in record:
-        return None
-    return record.get("relaxed_energy_per_atom", record.get("physical_energy_per_atom"))
-
-
-def rechecked(structures: list[Atoms]) -> bool:
-    return any("physical_potential" in atoms.info for atoms in structures)
-
-
-def rank_correlation(pairs: list[tuple[float, float]]) -> float:
-    from scipy.stats import spearmanr  # scipy.stats takes a second or more to import
-
-    if len(pairs) < 3:
-        return math.nan
-    rho = spearmanr([p for p, _ in pairs], [e for _, e in pairs]).statistic
-    return float(rho)
 
 
 def add_correlation(evaluation: Evaluation, structures: list[Atoms], group_key: str) -> None:
@@ -53,12 +37,12 @@ def add_correlation(evaluation: Evaluation, structures: list[Atoms], group_key: 
         record["physical_energy_per_atom"] = energy
         if energy is not None and record.get("pseudo_energy_per_atom") is not None:
             groups[record[group_key]].append((record["pseudo_energy_per_atom"], energy))
-    per_group = {name: rank_correlation(pairs) for name, pairs in groups.items()}
+    per_group = {name: spearman(pairs) for name, pairs in groups.items()}
     for name, rho in per_group.items():
         evaluation.groups[name]["spearman"] = rho
     finite = [rho for rho in per_group.values() if not math.isnan(rho)]
     evaluation.summary["rechecked"] = sum(len(pairs) for pairs in groups.values())
-    evaluation.summary["spearman_pooled"] = rank_correlation([p for pairs in groups.values() for p in pairs])
+    evaluation.summary["spearman_pooled"] = spearman([p for pairs in groups.values() for p in pairs])
     evaluation.summary["spearman_mean"] = share(sum(finite), len(finite))
 
 
@@ -70,9 +54,6 @@ def judge_crystals(
 ) -> None:
     """Energies above the lowest per formula, the 0.1 eV/atom share, and physical-ranking match
     rates (``reference_energies``: the lowest physical energy of each formula's references)."""
-    from respmatch.evaluate.crystals import MATCHER_TOLERANCES, best_rms, by_formula, to_structure
-    from pymatgen.core.structure_matcher import StructureMatcher
-
     add_correlation(evaluation, structures, "formula")
     lowest = dict(reference_energies or {})
     for record in evaluation.records:
@@ -88,7 +69,7 @@ def judge_crystals(
     evaluation.summary[f"within_{WITHIN}_eV"] = share(sum(near), len(near))
 
     relaxed = [atoms.info.get("relaxed") for atoms in structures]
-    matcher = StructureMatcher(**MATCHER_TOLERANCES)
+    matcher = csp_matcher()
     references = by_formula(reference, set(evaluation.groups)) if reference is not None else {}
     rates = defaultdict(list)
     for formula, metrics in evaluation.groups.items():
@@ -117,8 +98,6 @@ def judge_molecules(evaluation: Evaluation, structures: list[Atoms], training: l
     """Validity, uniqueness and novelty of the rechecked tries, before and after refinement.
 
     A try whose relaxation failed counts as not refined into a valid molecule."""
-    from respmatch.evaluate.molecules import evaluate_molecules
-
     add_correlation(evaluation, structures, "composition")
     chosen = [atoms for atoms in structures if "physical_potential" in atoms.info and atoms.info.get("recheck_relax")]
     if not chosen:
@@ -138,20 +117,14 @@ def reference_energies(structures: list[Atoms], reference: list[Atoms] | None) -
     relaxed, if the tries were) with the same potential and settings as the tries."""
     if not reference:
         return {}
-    from pymatgen.core import Composition
-
-    from respmatch.recheck.check import RecheckSettings, recheck_chunk
-
-    info = next(a.info for a in structures if "physical_potential" in a.info)
-    settings = RecheckSettings(
-        info["physical_potential"], bool(info.get("recheck_relax")), info["recheck_fmax"], info["recheck_max_steps"]
-    )
-    formulas = {Composition(a.get_chemical_formula()).reduced_formula for a in structures}
-    wanted = [a for a in reference if Composition(a.get_chemical_formula()).reduced_formula in formulas]
+    verdict = next(RecheckRecord.from_pairs(a.info) for a in structures if "physical_potential" in a.info)
+    settings = RecheckSettings.of(verdict)
+    formulas = {reduced_formula(a) for a in structures}
+    wanted = [a for a in reference if reduced_formula(a) in formulas]
     lowest = {}
     for atoms, record in zip(wanted, recheck_chunk(list(enumerate(wanted)), settings)):
         energy = physical_energy(record)
         if energy is not None:
-            formula = Composition(atoms.get_chemical_formula()).reduced_formula
+            formula = reduced_formula(atoms)
             lowest[formula] = min(energy, lowest.get(formula, math.inf))
     return lowest

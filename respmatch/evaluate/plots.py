@@ -66,21 +66,6 @@ def plot_group_bars(evaluation: Evaluation, metrics: list[str], path: str | Path
     return _save(figure, path)
 
 
-# What each judge's figure shows: the carbon map, or per-composition rates (metrics, axis label).
-GROUP_BARS = {
-    "molecule": (["strict_valid", "lenient_valid"], "share of tries"),
-    "crystal": (["matched_any", "matched_lowest"], "matched"),
-}
-
-
-def plot_evaluation(evaluation: Evaluation, path: str | Path) -> Path:
-    """The figure of an evaluation of its kind (``respmatch evaluate --plot``)."""
-    if evaluation.kind == "carbon":
-        return plot_carbon_map(evaluation, path)
-    metrics, label = GROUP_BARS[evaluation.kind]
-    return plot_group_bars(evaluation, metrics, path, label)
-
-
 def _save(figure, path) -> Path:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     path = check_output(path, option="plot", kind="figure")

@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from scipy.stats import spearmanr
+
 from respmatch.files import atomic_write_bytes, check_output
 
 
@@ -62,6 +64,15 @@ def format_value(value) -> str:
 def share(count: int, total: int) -> float:
     """count/total, NaN (shown as '-') when there is nothing to count."""
     return count / total if total else float("nan")
+
+
+def spearman(pairs: list[tuple[float, float]]) -> float:
+    """Spearman's ρ of (a, b) pairs, e.g. (Ẽ, physical energy); NaN with fewer than three pairs
+    or no spread in either (a rank correlation is then undefined).  The judges and the report
+    both read this one."""
+    if len(pairs) < 3 or len({a for a, _ in pairs}) < 2 or len({b for _, b in pairs}) < 2:
+        return math.nan
+    return float(spearmanr([a for a, _ in pairs], [b for _, b in pairs]).statistic)
 
 
 def _json_default(value):

@@ -60,7 +60,7 @@ class NeighbourSum(torch.autograd.Function):
 
 @dataclass(frozen=True)
 class ModelConfig(PlainDict):
-    """Architecture; the defaults are the paper's (DESIGN §1.2)."""
+    """Architecture; the defaults are the paper's (docs/design.md §1.2)."""
 
     elements: tuple[int, ...]
     cutoff: float = 4.5

@@ -24,6 +24,7 @@ from ase.filters import FrechetCellFilter
 from ase.optimize import FIRE
 
 from respmatch.recheck.potentials import ase_calculator, batched_potential, package_version
+from respmatch.record import SETTINGS_KEYS, RecheckRecord
 from respmatch.search.relax import BatchRelaxer, Job, Stage
 
 
@@ -35,9 +36,20 @@ class RecheckSettings:
     max_steps: int = 300
     batch_size: int = 1  # > 1: relax crystals through the batched relaxer, this many at once
 
+    @classmethod
+    def of(cls, verdict: RecheckRecord) -> RecheckSettings:
+        """The settings a stored verdict was made with."""
+        return cls(verdict.physical_potential, bool(verdict.recheck_relax), verdict.recheck_fmax, verdict.recheck_max_steps)
+
+    def stored(self) -> dict:
+        """The settings as stored beside every verdict (``RecheckRecord``'s first fields); the
+        batch size does not change a result and is not stored."""
+        return dict(zip(SETTINGS_KEYS, (self.potential, self.relax, self.fmax, self.max_steps)))
+
 
 def recheck_chunk(items: list[tuple[int, Atoms]], settings: RecheckSettings) -> list[dict]:
-    """Records (keyed by each item's key) of re-checked structures, in input order.
+    """Records (keyed by each item's key) of re-checked structures, in input order: ``key`` and
+    the fields of a ``RecheckRecord`` (plain dicts, which pickle cheaply between processes).
 
     A structure the potential fails on (e.g. an SCF that does not converge) gets a record with
     ``physical_error`` instead of values: one bad structure never stops a run.
@@ -45,7 +57,7 @@ def recheck_chunk(items: list[tuple[int, Atoms]], settings: RecheckSettings) -> 
     version = package_version(settings.potential)
     records = []
     for key, atoms in items:
-        record = {"key": key, "physical_potential": settings.potential, "physical_version": version}
+        record = {"key": key, **settings.stored(), "physical_version": version}
         try:
             record.update(single_point(atoms, settings.potential))
         except Exception as error:  # the potentials raise their own types (tblite: TBLiteError)
@@ -124,20 +136,15 @@ def rms_displacement(start: Atoms, relaxed: Atoms) -> float:
 
 
 def survived(start: Atoms, relaxed: Atoms) -> bool:
-    """Crystals: StructureMatcher (the evaluation's tolerances) still matches the RM structure.
+    """Crystals: StructureMatcher (the CSP tolerances) still matches the RM structure.
     Molecules: the same canonical SMILES, and a perceivable one."""
-    # Imported here: pymatgen and RDKit take seconds to import, and only this needs them.
-    from pymatgen.core.structure_matcher import StructureMatcher
-    from rdkit.rdBase import BlockLogs
-
-    from respmatch.evaluate.crystals import MATCHER_TOLERANCES, to_structure
-    from respmatch.evaluate.molecules import judge
+    # Imported here: pymatgen's matcher and RDKit take seconds to import, and only this needs them.
+    from respmatch.chem import same_molecule
+    from respmatch.matching import csp_matcher, to_structure
 
     if start.pbc.all():
-        return bool(StructureMatcher(**MATCHER_TOLERANCES).fit(to_structure(start), to_structure(relaxed)))
-    _quiet = BlockLogs()
-    before = judge(start)["smiles"]
-    return before is not None and before == judge(relaxed)["smiles"]
+        return bool(csp_matcher().fit(to_structure(start), to_structure(relaxed)))
+    return same_molecule(start, relaxed)
 
 
 def bare(atoms: Atoms) -> Atoms:

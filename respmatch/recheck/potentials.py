@@ -1,16 +1,15 @@
-"""The physical potentials of the re-check, all local (their weights ship in their wheels).
+"""The physical potentials of the re-check and the funnel, all local (their weights ship in their
+wheels), in one registry (``POTENTIALS``): one class per potential.
 
-Each name maps to an ASE calculator (what ASE's optimisers drive, one structure at a time) and,
-for the universal crystal potentials, a batched ``Potential`` (respmatch.potential) that the
-RM search's batched relaxer can drive, many cells per call.  Importing a package is deferred to
-first use, so that a missing one is one clear error, not an import failure of respmatch.
+Each gives an ASE calculator (what ASE's optimisers drive, one structure at a time), the
+elements it was fitted for, and, for the universal crystal potentials, a batched ``Potential``
+(respmatch.potential) that the RM search's batched relaxer drives, many cells per call.
+Importing a package is deferred to first use, so that a missing one is one clear error, not an
+import failure of respmatch.  A new potential is one more class here.
 """
 
 from __future__ import annotations
 
-from respmatch.errors import RespmatchError
-
-from dataclasses import dataclass
 from functools import cache
 from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
@@ -19,78 +18,122 @@ import torch
 from ase import Atoms
 from ase.data import chemical_symbols
 
+from respmatch.errors import RespmatchError
 from respmatch.neighbors import Graph
 from respmatch.structures import Structures
 
 
-@dataclass(frozen=True)
-class PotentialInfo:
+class PhysicalPotential:
     name: str
     kind: str  # "crystal" (periodic cells) or "molecule"
     package: str  # the PyPI package that ships it
     model: str  # the model inside the package
 
+    def covered_elements(self) -> frozenset[int]:
+        """Atomic numbers the potential was fitted for."""
+        raise NotImplementedError
 
-POTENTIALS = {
-    "sevennet-0": PotentialInfo("sevennet-0", "crystal", "sevenn", "7net-0"),
-    "chgnet": PotentialInfo("chgnet", "crystal", "chgnet", "0.3.0"),
-    "gfn2-xtb": PotentialInfo("gfn2-xtb", "molecule", "tblite", "GFN2-xTB"),
-    "gfn1-xtb": PotentialInfo("gfn1-xtb", "molecule", "tblite", "GFN1-xTB"),
+    def calculator(self):
+        """A new ASE calculator on the CPU."""
+        raise NotImplementedError
+
+    def batched(self):
+        """A new batched ``Potential`` for the RM relaxer."""
+        raise RespmatchError(f"potential {self.name!r} has no batched form (batched: {', '.join(BATCHED)})")
+
+    def load(self, module: str):
+        """One of the package's modules, or one line that says how to install it."""
+        try:
+            return import_module(module)
+        except ImportError as error:
+            raise RespmatchError(
+                f"potential {self.name} needs the Python package {self.package!r}, which cannot be "
+                f"imported ({error}); install it with: pip install {self.package}"
+            ) from error
+
+
+class SevenNet0(PhysicalPotential):
+    name, kind, package, model = "sevennet-0", "crystal", "sevenn", "7net-0"
+
+    def covered_elements(self):
+        config = self.load("sevenn.util").load_checkpoint(self.model).config
+        return frozenset(int(z) for z in config[self.load("sevenn._keys").TYPE_MAP])
+
+    def calculator(self):
+        return self.load("sevenn.calculator").SevenNetCalculator(self.model, device="cpu")
+
+    def batched(self):
+        return SevenNetPotential()
+
+
+class CHGNet(PhysicalPotential):
+    name, kind, package, model = "chgnet", "crystal", "chgnet", "0.3.0"
+
+    def covered_elements(self):
+        return frozenset(range(1, 95))  # CHGNet's atom embedding covers H to Pu
+
+    def calculator(self):
+        return self.load("chgnet.model.dynamics").CHGNetCalculator(use_device="cpu")
+
+    def batched(self):
+        return CHGNetPotential()
+
+
+class XTB(PhysicalPotential):
+    """GFN1- or GFN2-xTB through tblite, for molecules."""
+
+    kind, package = "molecule", "tblite"
+
+    def __init__(self, name: str, method: str):
+        self.name, self.model = name, method
+
+    def covered_elements(self):
+        return frozenset(range(1, 87))  # GFN1/GFN2-xTB are parametrised for H to Rn
+
+    def calculator(self):
+        return self.load("tblite.ase").TBLite(method=self.model, verbosity=0)
+
+
+POTENTIALS: dict[str, PhysicalPotential] = {
+    p.name: p for p in (SevenNet0(), CHGNet(), XTB("gfn2-xtb", "GFN2-xTB"), XTB("gfn1-xtb", "GFN1-xTB"))
 }
+BATCHED = tuple(name for name, p in POTENTIALS.items() if type(p).batched is not PhysicalPotential.batched)
 DEFAULT_POTENTIAL = {"crystal": "sevennet-0", "molecule": "gfn2-xtb"}
-XTB_ELEMENTS = frozenset(range(1, 87))  # GFN1/GFN2-xTB are parametrised for H to Rn
-CHGNET_ELEMENTS = frozenset(range(1, 95))  # CHGNet's atom embedding covers H to Pu
 
 
-def potential_info(name: str) -> PotentialInfo:
+def potential_info(name: str) -> PhysicalPotential:
     if name not in POTENTIALS:
         raise RespmatchError(f"unknown potential {name!r} (choose from {', '.join(POTENTIALS)})")
     return POTENTIALS[name]
 
 
-def _import(info: PotentialInfo, module: str):
-    try:
-        return import_module(module)
-    except ImportError as error:
-        raise RespmatchError(
-            f"potential {info.name} needs the Python package {info.package!r}, which cannot be "
-            f"imported ({error}); install it with: pip install {info.package}"
-        ) from error
-
-
 def package_version(name: str) -> str:
     """'PACKAGE VERSION MODEL', what a record says it was checked with."""
-    info = potential_info(name)
+    potential = potential_info(name)
     try:
-        return f"{info.package} {version(info.package)} {info.model}"
+        return f"{potential.package} {version(potential.package)} {potential.model}"
     except PackageNotFoundError as error:
         raise RespmatchError(
-            f"potential {name} needs the Python package {info.package!r}, which is not installed; "
-            f"install it with: pip install {info.package}"
+            f"potential {name} needs the Python package {potential.package!r}, which is not installed; "
+            f"install it with: pip install {potential.package}"
         ) from error
 
 
 @cache
 def covered_elements(name: str) -> frozenset[int]:
     """Atomic numbers the potential was fitted for."""
-    info = potential_info(name)
-    if info.kind == "molecule":
-        return XTB_ELEMENTS
-    if name == "chgnet":
-        return CHGNET_ELEMENTS
-    util = _import(info, "sevenn.util")
-    return frozenset(int(z) for z in util.load_checkpoint(info.model).config[_import(info, "sevenn._keys").TYPE_MAP])
+    return potential_info(name).covered_elements()
 
 
 def check_structures(name: str, structures: list[tuple[str, Atoms]]) -> None:
     """Refuse, naming the first offending record, what the potential cannot judge."""
-    info = potential_info(name)
+    potential = potential_info(name)
     package_version(name)
     for where, atoms in structures:
         periodic = bool(atoms.pbc.all())
-        if periodic != (info.kind == "crystal"):
+        if periodic != (potential.kind == "crystal"):
             what = "a periodic crystal" if periodic else "a molecule (no periodic cell)"
-            raise RespmatchError(f"{where}: {what}, but {name} is a {info.kind} potential")
+            raise RespmatchError(f"{where}: {what}, but {name} is a {potential.kind} potential")
     covered = covered_elements(name)
     for where, atoms in structures:
         missing = sorted(set(atoms.numbers.tolist()) - covered)
@@ -102,12 +145,14 @@ def check_structures(name: str, structures: list[tuple[str, Atoms]]) -> None:
 @cache
 def ase_calculator(name: str):
     """The potential's ASE calculator on the CPU, loaded once per process."""
-    info = potential_info(name)
-    if name == "sevennet-0":
-        return _import(info, "sevenn.calculator").SevenNetCalculator(info.model, device="cpu")
-    if name == "chgnet":
-        return _import(info, "chgnet.model.dynamics").CHGNetCalculator(use_device="cpu")
-    return _import(info, "tblite.ase").TBLite(method=info.model, verbosity=0)
+    return potential_info(name).calculator()
+
+
+@cache
+def batched_potential(name: str):
+    """The potential as a batched ``Potential`` for the RM relaxer (crystal potentials only),
+    loaded once per process."""
+    return potential_info(name).batched()
 
 
 class SevenNetPotential:
@@ -119,12 +164,11 @@ class SevenNetPotential:
     """
 
     def __init__(self):
-        info = potential_info("sevennet-0")
-        util = _import(info, "sevenn.util")
-        self.keys = _import(info, "sevenn._keys")
-        self.data_class = _import(info, "sevenn.atom_graph_data").AtomGraphData
-        self.collate = _import(info, "torch_geometric.loader.dataloader").Collater([], None, None)
-        model = util.load_checkpoint(info.model).build_model()
+        info = POTENTIALS["sevennet-0"]
+        self.keys = info.load("sevenn._keys")
+        self.data_class = info.load("sevenn.atom_graph_data").AtomGraphData
+        self.collate = info.load("torch_geometric.loader.dataloader").Collater([], None, None)
+        model = info.load("sevenn.util").load_checkpoint(info.model).build_model()
         model.set_is_batch_data(True)
         model.eval_type_map = torch.tensor(True)
         self.model = model.eval()
@@ -183,9 +227,9 @@ class CHGNetPotential:
     cutoff = None
 
     def __init__(self):
-        info = potential_info("chgnet")
-        self.model = _import(info, "chgnet.model.model").CHGNet.load(verbose=False, use_device="cpu")
-        self.adaptor = _import(info, "pymatgen.io.ase").AseAtomsAdaptor
+        info = POTENTIALS["chgnet"]
+        self.model = info.load("chgnet.model.model").CHGNet.load(verbose=False, use_device="cpu")
+        self.adaptor = info.load("pymatgen.io.ase").AseAtomsAdaptor
 
     def __call__(self, structures: Structures, graph: Graph | None = None, *, forces=True, stress=False):
         crystals = [self.adaptor.get_structure(atoms) for atoms in structures.to_atoms()]
@@ -205,14 +249,3 @@ class CHGNetPotential:
             gpa = 1 / 160.21766208  # eV/Å³ per GPa
             out["stress"] = tensor(torch.stack([torch.as_tensor(p["s"]) for p in predictions]) * gpa)
         return out
-
-
-BATCHED = {"sevennet-0": SevenNetPotential, "chgnet": CHGNetPotential}
-
-
-@cache
-def batched_potential(name: str):
-    """The potential as a batched ``Potential`` for the RM relaxer (crystal potentials only)."""
-    if name not in BATCHED:
-        raise RespmatchError(f"potential {name!r} has no batched form (batched: {', '.join(BATCHED)})")
-    return BATCHED[name]()

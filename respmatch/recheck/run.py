@@ -19,11 +19,13 @@ from tqdm.auto import tqdm
 
 from respmatch.cluster import chunked, dask_client, run_chunks
 from respmatch.errors import RespmatchError
-from respmatch.evaluate.load import load_generated
 from respmatch.files import check_output
+from respmatch.io import StructureError
 from respmatch.recheck.check import RecheckSettings, recheck_chunk
 from respmatch.recheck.potentials import DEFAULT_POTENTIAL, check_structures, potential_info
 from respmatch.recheck.store import RecheckStore
+from respmatch.record import RecheckRecord
+from respmatch.run import load_generated, open_run
 
 
 def recheck(
@@ -68,7 +70,10 @@ def recheck(
         raise RespmatchError(f"{source}: not a run database; give --out OUT.db for the results")
     if out is not None:
         check_output(out, inputs=[source])
-    structures = load_generated(source)
+    run = open_run(source) if is_run else None
+    structures = run.structures() if run else load_generated(source)
+    if not structures:
+        raise StructureError(f"{source}: the run database holds no structures")
     if not is_run:  # a file's own "index" (e.g. a try number per composition) need not be unique
         for position, atoms in enumerate(structures):
             atoms.info["index"] = position
@@ -78,19 +83,19 @@ def recheck(
     check_structures(potential, [(f"{source}: structure {a.info['index']}", a) for a in chosen])
     settings = RecheckSettings(potential, relax, float(fmax), int(max_steps), int(batch_size))
 
-    wanted = settings_pairs(settings)
     failed = 0
-    with RecheckStore(out or source, structures if out is not None else None, resume) as store:
-        done = store.rechecked(wanted, resume)  # inside: a refusal here releases the writer lock
+    copy = None if out is None else (run or structures)
+    with RecheckStore(out or source, settings.stored(), resume, copy, opened=run if out is None else None) as store:
         keyed = {store.key_of(atoms): atoms for atoms in chosen}
-        todo = [(key, atoms) for key, atoms in keyed.items() if key not in done]
+        todo = [(key, atoms) for key, atoms in keyed.items() if key not in store.done]
         started = time.perf_counter()
         with dask_client(workers, scheduler) as own_client, tqdm(
             total=len(keyed), initial=len(keyed) - len(todo), desc="recheck", unit="structure", disable=not progress
         ) as bar:
             for records in checked_chunks(todo, settings, client or own_client, chunk_size, threads):
-                store.write_many([(record.pop("key"), {**record, **wanted}) for record in records])
-                failed += sum("physical_error" in record for record in records)
+                verdicts = [(record.pop("key"), RecheckRecord(**record)) for record in records]
+                store.write_many(verdicts)
+                failed += sum(verdict.physical_error is not None for _, verdict in verdicts)
                 bar.update(len(records))
     seconds = time.perf_counter() - started
     return {
@@ -124,16 +129,6 @@ def select(structures: list[Atoms], top: int | None, only_converged: bool, sourc
     kept = {id(a) for members in groups.values()
             for a in sorted(members, key=lambda a: a.info["pseudo_energy_per_atom"])[:top]}
     return [a for a in chosen if id(a) in kept]
-
-
-def settings_pairs(settings: RecheckSettings) -> dict:
-    """The settings as stored beside every record (batch size does not change the result)."""
-    return {
-        "physical_potential": settings.potential,
-        "recheck_relax": settings.relax,
-        "recheck_fmax": settings.fmax,
-        "recheck_max_steps": settings.max_steps,
-    }
 
 
 def checked_chunks(todo, settings, client, chunk_size: int, threads: int):

@@ -16,7 +16,8 @@ from respmatch.evaluate import Evaluation
 from respmatch.files import atomic_write_bytes, check_output
 from respmatch.reporting.judge import assign, read_evaluation
 from respmatch.reporting.page import page_data, render
-from respmatch.reporting.runs import Run, from_structures, read_database
+from respmatch.reporting.runs import RunView, from_structures, read_database, view
+from respmatch.run import Run
 
 DEFAULT_STRUCTURES = 50  # structures per composition whose coordinates the page embeds
 
@@ -31,8 +32,9 @@ def report(
 ) -> Path:
     """Write the HTML report of one run or several and return its path.
 
-    ``source``: a run database (or a list of them), a ``Run``, or a list of ``Atoms`` such as
-    ``search_compositions`` yields.  ``evaluation``: what ``respmatch evaluate --json`` wrote
+    ``source``: a run database (or a list of them), a ``Run`` (respmatch.run; or the
+    ``RunView`` of ``from_structures``), or a list of ``Atoms`` such as ``search_compositions``
+    yields.  ``evaluation``: what ``respmatch evaluate --json`` wrote
     for the run (or an ``Evaluation``; several for several runs).  ``recheck=True`` insists on the
     physical re-check section (an error when no structure was rechecked; without it the
     section appears whenever re-check results are stored).  ``structures``: how many of the
@@ -46,24 +48,23 @@ def report(
     given = evaluation if isinstance(evaluation, list) else [] if evaluation is None else [evaluation]
     check_output(out, paths + [Path(e) for e in given if isinstance(e, (str, Path))], kind="report")
 
-    runs, folders = [], []
+    runs = []
     for item in sources:
-        if isinstance(item, Run):
+        if isinstance(item, RunView):
             runs.append(item)
-            folders.append(None)
+        elif isinstance(item, Run):
+            runs.append(view(item))
         elif isinstance(item, list):
             runs.append(from_structures(item))
-            folders.append(None)
         else:
             runs.append(read_database(item))
-            folders.append(Path(item).parent)
     evaluations = [(str(e), read_evaluation(e)) if isinstance(e, (str, Path)) else (e.kind, e) for e in given]
     assigned = assign(evaluations, runs)
-    if recheck and not any(row["recheck"] for run in runs for row in run.rows):
+    if recheck and not any(row["recheck"] is not None for run in runs for row in run.rows):
         names = ", ".join(run.name for run in runs)
         raise RespmatchError(f"{names}: no structure has physical re-check results (run respmatch recheck first)")
-    atomic_write_bytes(out, render(page_data(runs, assigned, structures, folders)).encode())
+    atomic_write_bytes(out, render(page_data(runs, assigned, structures)).encode())
     return out
 
 
-__all__ = ["DEFAULT_STRUCTURES", "Run", "from_structures", "read_database", "report"]
+__all__ = ["DEFAULT_STRUCTURES", "Run", "RunView", "from_structures", "read_database", "report"]

@@ -1,8 +1,8 @@
 """The run card and the model card: what was searched, how, and with which model.
 
 Both are lists of (label, value) pairs ready to print; the model card comes from the checkpoint
-the run names (found beside the database when the stored path is relative), checked against the
-checksum the run stored.
+the run names (``respmatch.run.Checkpoint``: found beside the database when the stored path is
+relative), checked against the checksum the run stored.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 from ase.data import chemical_symbols
 
 from respmatch.model import load_checkpoint, load_model, model_checksum
-from respmatch.reporting.runs import Run
+from respmatch.reporting.runs import RunView
 from respmatch.search.spec import SEARCH_PRESETS, search_preset
 
 
@@ -31,7 +31,7 @@ def search_overrides(parameters: dict) -> dict:
     return changed
 
 
-def run_card(run: Run) -> list[tuple[str, str]]:
+def run_card(run: RunView) -> list[tuple[str, str]]:
     p, rows = run.parameters, run.rows
     compositions = sorted({r["composition"] for r in rows}, key=lambda c: (len(c), c))
     converged = [r["converged"] for r in rows if r["converged"] is not None]
@@ -55,17 +55,6 @@ def run_card(run: Run) -> list[tuple[str, str]]:
         card = [(label, value) for label, value in card if value not in ("-", "none")]
         card.append(("run parameters", "none recorded"))
     return card
-
-
-def model_path(run: Run, source_dir: Path | None) -> Path | None:
-    """The checkpoint the run names: as stored, or relative to the run's folder."""
-    name = run.parameters.get("model")
-    if not name:
-        return None
-    path = Path(name)
-    if not path.is_file() and source_dir is not None and not path.is_absolute():
-        path = source_dir / path
-    return path
 
 
 def model_card(path: Path | None, expected_sha256: str | None) -> tuple[list[tuple[str, str]], list[dict]]:

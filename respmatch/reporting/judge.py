@@ -13,15 +13,8 @@ import math
 from pathlib import Path
 
 from respmatch.errors import RespmatchError
-from respmatch.evaluate import KINDS, Evaluation
-from respmatch.reporting.runs import Run
-
-# Class of a structure for the map's colours, per kind of judge (first matching rule wins).
-CLASS_ORDER = {
-    "carbon": ("sp3", "sp2", "mixed", "other"),
-    "crystal": ("matched", "valid", "invalid"),
-    "molecule": ("strictly valid", "leniently valid", "invalid"),
-}
+from respmatch.evaluate import JUDGES, Evaluation
+from respmatch.reporting.runs import RunView
 
 
 def read_evaluation(path: str | Path) -> Evaluation:
@@ -33,12 +26,12 @@ def read_evaluation(path: str | Path) -> Evaluation:
         data = json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise RespmatchError(f"{path}: not an evaluation file (not JSON: {error})") from None
-    if not isinstance(data, dict) or data.get("kind") not in KINDS or not isinstance(data.get("records"), list):
+    if not isinstance(data, dict) or data.get("kind") not in JUDGES or not isinstance(data.get("records"), list):
         raise RespmatchError(f"{path}: not an evaluation file (respmatch evaluate --json writes one)")
     return Evaluation(data["kind"], data.get("summary", {}), data.get("groups", {}), data["records"])
 
 
-def mismatch(evaluation: Evaluation, run: Run) -> str | None:
+def mismatch(evaluation: Evaluation, run: RunView) -> str | None:
     """Why ``evaluation`` does not describe ``run``, or None when it does."""
     if len(evaluation.records) != len(run.rows):
         return f"it judges {len(evaluation.records)} structures, the run holds {len(run.rows)}"
@@ -51,7 +44,7 @@ def mismatch(evaluation: Evaluation, run: Run) -> str | None:
     return None
 
 
-def assign(evaluations: list[tuple[str, Evaluation]], runs: list[Run]) -> dict[int, Evaluation]:
+def assign(evaluations: list[tuple[str, Evaluation]], runs: list[RunView]) -> dict[int, Evaluation]:
     """Run position -> its evaluation; every evaluation must belong to exactly one run."""
     assigned = {}
     for name, evaluation in evaluations:
@@ -66,51 +59,3 @@ def assign(evaluations: list[tuple[str, Evaluation]], runs: list[Run]) -> dict[i
             why = "; ".join(f"{run}: {reason}" for run, reason in reasons.items())
             raise RespmatchError(f"{name}: the evaluation is of another run ({why})")
     return assigned
-
-
-def verdict(kind: str, record: dict) -> dict:
-    """The judge's word on one structure: class (map colour), verdict, label (space group or
-    SMILES) and match, as short strings."""
-    if kind == "carbon":
-        coordination = record.get("coordination") or "other"
-        return {
-            "class": coordination,
-            "verdict": record.get("allotrope") or coordination,
-            "label": f"{record['spacegroup']}" if record.get("spacegroup") else "",
-            "match": record.get("reference_match") or "",
-        }
-    if kind == "crystal":
-        matched = record.get("matched")
-        group = "matched" if matched else "valid" if record.get("valid") else "invalid"
-        number = record.get("spacegroup_number")
-        rms = record.get("rms")
-        return {
-            "class": group,
-            "verdict": group,
-            "label": f"{record['spacegroup']} ({number})" if record.get("spacegroup") else "",
-            "match": "" if matched is None else (f"yes (rms {rms:.3f})" if matched else "no"),
-        }
-    group = "strictly valid" if record.get("strict") else "leniently valid" if record.get("lenient") else "invalid"
-    novel = record.get("novel")
-    return {
-        "class": group,
-        "verdict": group,
-        "label": record.get("smiles") or "",
-        "match": "" if novel is None else ("novel" if novel else "in training set"),
-    }
-
-
-def rates(evaluation: Evaluation) -> dict[str, dict[str, float]]:
-    """Shares per composition that the page plots: validity (molecules), coordination (carbon),
-    validity and reference match of the tries (crystals)."""
-    if evaluation.kind != "crystal":
-        names = ["strict_valid", "lenient_valid"] if evaluation.kind == "molecule" else ["all_sp3", "all_sp2", "mixed"]
-        return {name: {group: metrics.get(name) for group, metrics in evaluation.groups.items()} for name in names}
-    tries: dict[str, list[dict]] = {}
-    for record in evaluation.records:
-        tries.setdefault(record["formula"], []).append(record)
-    shares = {"valid": {f: sum(bool(r["valid"]) for r in rs) / len(rs) for f, rs in tries.items()}}
-    judged = {f: rs for f, rs in tries.items() if rs[0].get("matched") is not None}
-    if judged:
-        shares["matched"] = {f: sum(bool(r["matched"]) for r in rs) / len(rs) for f, rs in judged.items()}
-    return shares

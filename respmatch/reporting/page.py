@@ -21,10 +21,10 @@ import numpy as np
 from ase.io import write as ase_write
 from plotly.offline import get_plotlyjs
 
-from respmatch.evaluate import Evaluation
+from respmatch.evaluate import JUDGES, Evaluation
 from respmatch.evaluate.result import format_value
-from respmatch.reporting import cards, figures, judge, recheck
-from respmatch.reporting.runs import Run
+from respmatch.reporting import cards, figures, recheck
+from respmatch.reporting.runs import RunView
 
 _PACKAGE = resources.files("respmatch.reporting")
 PAGE_SIZE = 500  # table rows drawn at once; the rest are a page turn away
@@ -65,7 +65,7 @@ def _composition_order(rows: list[dict]) -> list[str]:
     return sorted({r["composition"] for r in rows}, key=lambda c: (len(c), c))
 
 
-def page_data(runs: list[Run], evaluations: dict[int, Evaluation], structures: int, source_dirs: list) -> dict:
+def page_data(runs: list[RunView], evaluations: dict[int, Evaluation], structures: int) -> dict:
     """Everything the template and the page's script show."""
     rows, owners, verdicts = [], [], []
     for k, run in enumerate(runs):
@@ -74,7 +74,7 @@ def page_data(runs: list[Run], evaluations: dict[int, Evaluation], structures: i
             rows.append(row)
             owners.append((k, position))
             if evaluation is not None:
-                verdicts.append(judge.verdict(evaluation.kind, evaluation.records[position]))
+                verdicts.append(JUDGES[evaluation.kind].verdict(evaluation.records[position]))
             else:
                 state = {True: "converged", False: "not converged", None: "not judged"}[row["converged"]]
                 verdicts.append({"class": state, "verdict": "", "label": "", "match": ""})
@@ -119,7 +119,7 @@ def page_data(runs: list[Run], evaluations: dict[int, Evaluation], structures: i
         plots["map"] = figures.energy_map(rows, classes, f"Ẽ against volume, coloured by {judged}")
     shares = {}
     for k, evaluation in evaluations.items():
-        for metric, values in judge.rates(evaluation).items():
+        for metric, values in JUDGES[evaluation.kind].rates(evaluation).items():
             shares.setdefault(metric, {}).update(values)
     if not shares:
         converged = {}
@@ -131,11 +131,12 @@ def page_data(runs: list[Run], evaluations: dict[int, Evaluation], structures: i
         plots["rates"] = figures.rate_bars(shares, "per composition: " + ", ".join(m.replace("_", " ") for m in shares))
 
     run_cards, models = [], {}
-    for run, folder in zip(runs, source_dirs):
-        path = cards.model_path(run, folder)
+    for run in runs:
+        checkpoint = run.run.checkpoint
+        path = checkpoint.locate(run.run.folder)
         key = str(path)
         if key not in models:
-            card, history = cards.model_card(path, run.parameters.get("model_sha256"))
+            card, history = cards.model_card(path, checkpoint.sha256)
             models[key] = {"card": card, "figure": f"training{len(models)}" if history else None}
             if history:
                 plots[f"training{len(models) - 1}"] = figures.training_curve(history)

@@ -1,1 +1,1 @@
-"""Random structure search: starting structures and their relaxation (DESIGN §1.3)."""
+"""Random structure search: starting structures and their relaxation (docs/design.md §1.3)."""

@@ -5,9 +5,9 @@ with their overrides, volume, seed, and the checksum of the model it is meant fo
 ``spec.start(i)`` makes the same start in any process, whatever the batch, the order or the
 worker: a resumed run or a Dask worker needs only the spec and the index.
 
-Protocols of the paper (DESIGN §1.3) are presets; any of their settings can be overridden.  The
-preset's ``start`` names how a start is drawn (``START_KINDS``); a new kind of start is one more
-entry there.
+Protocols of the paper (docs/design.md §1.3) are presets; any of their settings can be
+overridden.  The preset's ``start`` names how a start is drawn (``START_KINDS``); a new kind of
+start is one more entry there.
 """
 
 from __future__ import annotations

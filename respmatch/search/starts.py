@@ -1,4 +1,4 @@
-"""Random starting structures for random structure search (DESIGN §1.3).
+"""Random starting structures for random structure search (docs/design.md §1.3).
 
 Every draw comes from the ``numpy.random.Generator`` passed in, and ``start_rng`` derives that
 generator from (seed, index) alone, so structure ``index`` of a search is the same whatever the

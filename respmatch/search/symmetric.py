@@ -26,7 +26,7 @@ from ase import Atoms
 from ase.data import chemical_symbols
 
 from respmatch.errors import RespmatchError
-from respmatch.evaluate.symmetry import quiet_spglib
+from respmatch.symmetry import quiet_spglib
 from respmatch.neighbors import neighbor_pairs
 
 SYMPREC = 1e-3  # Å: pyxtal places atoms exactly, so a tight tolerance sees the group it built

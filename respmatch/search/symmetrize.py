@@ -19,7 +19,7 @@ import torch
 from ase import Atoms
 from ase.spacegroup.symmetrize import prep_symmetry
 
-from respmatch.evaluate.symmetry import quiet_spglib
+from respmatch.symmetry import quiet_spglib
 
 SYMPREC = 0.01  # Å, FixSymmetry's default
 

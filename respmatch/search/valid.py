@@ -1,6 +1,6 @@
 """Valid on demand: basin hopping on the learned Ẽ with the molecule judge as the acceptance test.
 
-Every finished try is judged (``respmatch.evaluate.molecules.judge``, strict).  An invalid one is
+Every finished try is judged (``respmatch.chem.judge``, strict).  An invalid one is
 kicked by U(-kick, kick) Å per coordinate and relaxed again with the protocol's last stage, up to
 ``max_kicks`` times; then it is dropped and a fresh start takes its place in the batch.  The
 search stops once ``n`` valid molecules have been found.  The judge, not Ẽ, decides which basin
@@ -21,7 +21,7 @@ import numpy as np
 from rdkit.rdBase import BlockLogs
 
 from respmatch.errors import RespmatchError
-from respmatch.evaluate.molecules import judge
+from respmatch.chem import judge
 from respmatch.search.relax import BatchRelaxer, Job, Relaxed, Stage
 from respmatch.search.spec import SearchSpec
 
