@@ -85,7 +85,7 @@ def _fits(value, kind: str) -> bool:
 
 
 _SHORT = reprlib.Repr()  # values in an error line: a glimpse, never a dump
-_SHORT.maxstring = _SHORT.maxother = 24
+_SHORT.maxstring = _SHORT.maxother = 68  # a sha256 checksum whole
 _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxlevel = 4, 3, 2
 
 

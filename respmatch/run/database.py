@@ -33,7 +33,7 @@ import ase.db
 import psutil
 
 from respmatch.errors import RespmatchError
-from respmatch.files import is_sqlite, sqlite_tables
+from respmatch.files import is_sqlite, sqlite_tables, temporary_path
 
 
 def is_url(name: str | Path) -> bool:
@@ -60,6 +60,16 @@ def classify(path_or_url: str | Path) -> str:
     if "systems" not in tables:
         raise RespmatchError(f"{name}: an SQLite database, but not a run database (no ASE tables); choose another file")
     return "ase"
+
+
+def create_tables(path: str | Path) -> None:
+    """Give a new run file ASE's tables whole: made in a temporary file and renamed into place,
+    so a run killed in its first instant leaves no file or a whole one (ASE commits its tables
+    one by one, and a kill between them left a file that no later run could open)."""
+    temporary = temporary_path(path)
+    temporary.unlink(missing_ok=True)
+    ase.db.connect(temporary, type="db", use_lock_file=False).count()  # ASE makes its tables on first use
+    os.replace(temporary, path)
 
 
 def connect(path_or_url: str | Path):

@@ -21,7 +21,7 @@ from ase.db.core import YEAR
 from respmatch.errors import RespmatchError
 from respmatch.io import StructureError, read_structures
 from respmatch.record import RECORD_KEYS, RecheckRecord, Record
-from respmatch.run.database import classify, connect, is_url
+from respmatch.run.database import classify, connect, create_tables, is_url
 from respmatch.run.stages import Stages
 
 _SUMMARY_COLUMNS = ["id", "ctime", "numbers", "cell", "pbc", "key_value_pairs"]
@@ -149,6 +149,8 @@ def open_run(path_or_url: str | Path, *, create: bool = False) -> Run:
         if not Path(name).stat().st_size:
             raise RespmatchError(f"{name}: empty file, not a run database")
         return _empty(name, None)  # SQLite with no tables: a run killed in its first instant
+    if kind == "new":
+        create_tables(name)
     db = connect(name)
     if kind == "new":
         return _empty(name, db)
