@@ -172,16 +172,21 @@ def _cluster_faults() -> tuple[type[BaseException], ...]:
 
     from distributed import KilledWorker
     from distributed.comm import CommClosedError
+    from distributed.scheduler import NoWorkerError
 
-    return CancelledError, KilledWorker, CommClosedError
+    return CancelledError, KilledWorker, NoWorkerError, CommClosedError
 
 
 def _what_failed(error: BaseException) -> str:
     """A few words for the one-line message (Dask's own messages run to several sentences)."""
     from distributed import KilledWorker
+    from distributed.scheduler import NoWorkerError
 
     if isinstance(error, KilledWorker):
-        return f"a chunk was running on each of {error.allowed_failures + 1} workers that died (see their logs)"
+        died = error.allowed_failures + 1
+        return f"{died} worker{'s' if died > 1 else ''} died running the same chunk (see the worker logs)"
+    if isinstance(error, NoWorkerError):
+        return f"no worker for {error.timeout:g} s (the scheduler's no-workers-timeout)"
     reason = getattr(error, "reason", None)  # a FutureCancelledError's
     if reason == "scheduler-connection-lost":
         return "lost the connection to the scheduler"

@@ -19,9 +19,11 @@ import pytest
 import respmatch
 from respmatch.cli import main
 from respmatch.cluster import MIN_IN_FLIGHT
+from respmatch.errors import RespmatchError
 from respmatch.store import RunInUseError, RunStore
 
 distributed = pytest.importorskip("distributed")
+dask = pytest.importorskip("dask")
 
 FAST = {"stage0.max_steps": 20, "stage0.fmax": 1e-2}
 
@@ -358,6 +360,37 @@ def test_lost_scheduler_is_one_line_and_resume_continues(trained_diamond, tmp_pa
     exactly_once(out, n)
 
 
+@pytest.mark.parametrize("fault", ["a chunk kills its worker", "no worker joins"])
+def test_a_fault_the_run_cannot_outlive_is_one_line(trained_diamond, tmp_path, fault):
+    """Dask's own limits, tightened: a chunk that killed ``allowed-failures`` + 1 workers (0 + 1
+    here), or no worker for ``no-workers-timeout``."""
+    out = tmp_path / "run.db"
+    limits = {"distributed.scheduler.allowed-failures": 0, "distributed.scheduler.no-workers-timeout": "1s"}
+    workers = 1 if fault == "a chunk kills its worker" else 0
+    with dask.config.set(limits), distributed.LocalCluster(
+        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster, distributed.Client(cluster) as client:
+
+        def kill_the_busy_worker():
+            deadline = time.monotonic() + 120
+            while not any(client.processing().values()) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            for pid in client.run(os.getpid).values():
+                os.kill(pid, signal.SIGKILL)
+
+        killer = threading.Thread(target=kill_the_busy_worker) if workers else None
+        if killer:
+            killer.start()
+        with pytest.raises(RespmatchError) as error:
+            resume(trained_diamond[1], out, 16, client, chunk_size=4)
+        if killer:
+            killer.join()
+    message = str(error.value)
+    assert message.startswith(f"Dask cluster at {cluster.scheduler_address}: ")
+    assert message.endswith("the same command with --resume continues") and len(message) <= 200
+    assert ("1 worker died running the same chunk" if workers else "no worker for 1 s") in message
+
+
 # --- Memory proportional to the batch, not to n (issue 22) -----------------------------------
 
 HUGE = 10**12
@@ -405,5 +438,6 @@ def test_a_trillion_structures_on_dask_keep_a_few_chunks_in_flight(trained_diamo
         command, out, 8, then=lambda: client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks))
     )
     assert rss < RSS_LIMIT
-    # Two threads: at most MIN_IN_FLIGHT chunks and the shared model (earlier tests' tasks are gone).
-    assert tasks <= MIN_IN_FLIGHT + 1
+    # Two threads: MIN_IN_FLIGHT chunks, the shared model, and one chunk whose release may be on
+    # its way to the scheduler (earlier tests' tasks are gone).
+    assert tasks <= MIN_IN_FLIGHT + 2
