@@ -58,22 +58,21 @@ def dask_client(workers: int | None = None, scheduler: str | None = None, thread
 
 @contextmanager
 def _closing(client):
-    """Close the client at the end.  After a cluster fault (a RespmatchError from run_chunks) the
-    client is closed with Dask's logging muted: closing stops its attempt to reconnect to a lost
-    scheduler, which Dask would log with a traceback after the run's one-line error."""
+    """Close the client at the end.  After a cluster fault (a RespmatchError from run_chunks),
+    with Dask's client logging muted: closing ends its attempt to reconnect to a lost scheduler,
+    which Dask would log as a traceback under the run's one-line error."""
+    logger = logging.getLogger("distributed.client")
+    level = logger.level
     try:
         yield client
     except RespmatchError:
-        logger = logging.getLogger("distributed.client")
-        level = logger.level
         logger.setLevel(logging.CRITICAL + 1)
+        raise
+    finally:
         try:
             client.close()
         finally:
             logger.setLevel(level)
-        raise
-    finally:
-        client.close()  # a second close does nothing
 
 
 def chunked(items: Iterable, size: int) -> Iterator[list]:
