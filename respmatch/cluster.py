@@ -142,7 +142,7 @@ def run_chunks(client, function: Callable[..., list], chunks: Iterable, *shared,
         submitted = {}
 
         def refill() -> None:
-            limit = max(MIN_IN_FLIGHT, 2 * client.scheduler_info(n_workers=0)["total_threads"])
+            limit = max(MIN_IN_FLIGHT, 2 * cluster_threads(client))
             while running.count() < limit:
                 chunk = next(chunks, None)
                 if chunk is None:
@@ -163,6 +163,12 @@ def run_chunks(client, function: Callable[..., list], chunks: Iterable, *shared,
             f"Dask cluster at {address}: {_what_failed(error)}; what was stored is kept, "
             "the same command with --resume continues"
         ) from error
+
+
+def cluster_threads(client) -> int:
+    """Threads of the cluster's workers now; a lost scheduler leaves the last figure."""
+    info = client.scheduler_info(n_workers=0)  # distributed >= 2025.4: totals only, no worker list
+    return info.get("total_threads", sum(worker["nthreads"] for worker in info.get("workers", {}).values()))
 
 
 def _cluster_faults() -> tuple[type[BaseException], ...]:
