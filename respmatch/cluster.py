@@ -50,7 +50,10 @@ def dask_client(workers: int | None = None, scheduler: str | None = None, thread
     if workers < 1:
         raise RespmatchError(f"--workers must be at least 1, got {workers}")
     cluster = LocalCluster(
-        n_workers=workers, threads_per_worker=threads_per_worker, processes=True, dashboard_address=None
+        n_workers=workers, threads_per_worker=threads_per_worker, processes=True, dashboard_address=None,
+        # no dashboard; the scheduler's health endpoint on a free loopback port, not on 8787
+        # (another cluster there would make Dask warn in a normal run)
+        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
     )
     with cluster, _closing(Client(cluster)) as client:
         yield client

@@ -287,13 +287,12 @@ def hand_started(tmp_path):
         dask = [sys.executable, "-m", "dask"]
     address_file = tmp_path / "scheduler.json"
     log = open(tmp_path / "cluster.log", "wb")
-    processes = [start_session([*dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-                                "--scheduler-file", str(address_file)], log)]
+    loopback = ["--host", "127.0.0.1", "--no-dashboard", "--dashboard-address", "127.0.0.1:0"]
+    processes = [start_session([*dask, "scheduler", *loopback, "--port", "0", "--scheduler-file", str(address_file)], log)]
 
     def start_worker():
         processes.append(start_session([*dask, "worker", "--scheduler-file", str(address_file), "--nthreads", "1",
-                                        "--host", "127.0.0.1", "--no-dashboard",
-                                        "--local-directory", str(tmp_path / "workers")], log))
+                                        *loopback, "--local-directory", str(tmp_path / "workers")], log))
         return processes[-1]
 
     try:
