@@ -1,23 +1,27 @@
 """Run chunks of a job on a Dask cluster (``distributed``) while the caller alone writes results.
 
 Dask does the scheduling, the shipping and the rerun of a chunk whose worker died; this module
-only opens a client (a local cluster of worker processes, or a running scheduler), ships what
-every chunk shares once, and hands results back as chunks complete.
+only opens a client (a local cluster of worker processes, or a running scheduler), puts what every
+chunk shares into the task graph once, feeds chunks lazily and hands results back as they complete.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from itertools import islice
 
 import torch
 
 from respmatch.errors import RespmatchError
 from respmatch.model import Denoiser, model_checksum
 from respmatch.model.checkpoint import model_from_bytes, model_to_bytes
+
+MIN_IN_FLIGHT = 4  # chunks submitted at least, whatever the cluster's size at the moment
 
 
 @contextmanager
@@ -40,23 +44,47 @@ def dask_client(workers: int | None = None, scheduler: str | None = None, thread
             client = Client(scheduler, timeout="30s")
         except OSError as error:
             raise RespmatchError(f"cannot reach the Dask scheduler at {scheduler}: {error}") from None
-        with client:
+        with _closing(client):
             yield client
         return
     if workers < 1:
         raise RespmatchError(f"--workers must be at least 1, got {workers}")
     cluster = LocalCluster(
-        n_workers=workers, threads_per_worker=threads_per_worker, processes=True, dashboard_address=None
+        n_workers=workers, threads_per_worker=threads_per_worker, processes=True, dashboard_address=None,
+        # no dashboard; the scheduler's health endpoint on a free loopback port, not on 8787
+        # (another cluster there would make Dask warn in a normal run)
+        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
     )
-    with cluster, Client(cluster) as client:
+    with cluster, _closing(Client(cluster)) as client:
         yield client
 
 
-def chunked(items: Sequence, size: int) -> list[list]:
-    """Consecutive chunks of ``size`` items (the last one shorter)."""
+@contextmanager
+def _closing(client):
+    """Close the client at the end.  After a cluster fault (a RespmatchError from run_chunks),
+    with Dask's client logging muted: closing ends its attempt to reconnect to a lost scheduler,
+    which Dask would log as a traceback under the run's one-line error."""
+    logger = logging.getLogger("distributed.client")
+    level = logger.level
+    try:
+        yield client
+    except RespmatchError:
+        logger.setLevel(logging.CRITICAL + 1)
+        raise
+    finally:
+        try:
+            client.close()
+        finally:
+            logger.setLevel(level)
+
+
+def chunked(items: Iterable, size: int) -> Iterator[list]:
+    """Consecutive chunks of ``size`` items (the last one shorter), made as they are asked for:
+    a run of 10¹² structures never holds more than the chunks in flight."""
     if size <= 0:
         raise RespmatchError(f"chunk size must be positive, got {size}")
-    return [list(items[start:start + size]) for start in range(0, len(items), size)]
+    iterator = iter(items)
+    return iter(lambda: list(islice(iterator, size)), [])
 
 
 @dataclass
@@ -86,25 +114,92 @@ def timed_chunk(function: Callable[..., list], *args, **kwargs) -> ChunkResult:
     return ChunkResult(results, started, time.time(), _load_seconds.value, get_worker().address)
 
 
-def run_chunks(client, function: Callable[..., list], chunks: list, *shared, **options) -> Iterator[ChunkResult]:
+def shared_value(value):
+    """A task that returns what every chunk shares (a spec, a shipped model).
+
+    Submitted as an ordinary task rather than scattered: the scheduler keeps the value in the
+    task graph, so when every worker holding the result dies it is recomputed on a new worker;
+    scattered data would be lost with its last holder, and every chunk with it."""
+    return value
+
+
+def run_chunks(client, function: Callable[..., list], chunks: Iterable, *shared, **options) -> Iterator[ChunkResult]:
     """Run ``function(chunk, *shared, **options)`` for every chunk on the cluster; yield each
     chunk's result as it completes (in completion order).
 
-    ``shared`` values (a spec, a shipped model) are scattered to every worker once rather than
-    sent with each chunk.  A chunk whose worker dies is rerun by Dask elsewhere.
+    Chunks are taken from ``chunks`` only as earlier ones finish (twice the cluster's threads in
+    flight, at least ``MIN_IN_FLIGHT``), so memory stays bounded whatever the number of chunks.
+    The ``shared`` values travel once to each worker that needs them (``shared_value``).  Dask
+    reruns a chunk whose worker died, and recomputes a shared value whose holders all died, so
+    a run outlives any worker and waits while the pool is empty.  A fault it cannot outlive (the
+    scheduler lost, a chunk that killed ``allowed-failures`` workers) raises a RespmatchError
+    naming the scheduler.
     """
     from distributed import as_completed
 
-    submitted = time.time()
-    shared_futures = [client.scatter(value, broadcast=True) for value in shared]
-    futures = [
-        client.submit(timed_chunk, function, chunk, *shared_futures, pure=False, **options) for chunk in chunks
-    ]
-    for future in as_completed(futures):
-        result = future.result()
-        result.submitted, result.received = submitted, time.time()
-        future.release()
-        yield result
+    address = client.scheduler.address
+    chunks = iter(chunks)
+    try:
+        shared_futures = [client.submit(shared_value, value, pure=False) for value in shared]
+        running = as_completed(loop=client.loop)
+        submitted = {}
+
+        def refill() -> None:
+            limit = max(MIN_IN_FLIGHT, 2 * cluster_threads(client))
+            while running.count() < limit:
+                chunk = next(chunks, None)
+                if chunk is None:
+                    return
+                future = client.submit(timed_chunk, function, chunk, *shared_futures, pure=False, **options)
+                submitted[future.key] = time.time()
+                running.add(future)
+
+        refill()
+        for future in running:
+            result = future.result()
+            result.submitted, result.received = submitted.pop(future.key), time.time()
+            future.release()
+            yield result
+            refill()
+    except _cluster_faults() as error:
+        raise RespmatchError(
+            f"Dask cluster at {address}: {_what_failed(error)}; what was stored is kept, "
+            "the same command with --resume continues"
+        ) from error
+
+
+def cluster_threads(client) -> int:
+    """Threads of the cluster's workers now; a lost scheduler leaves the last figure."""
+    info = client.scheduler_info(n_workers=0)  # distributed >= 2025.4: totals only, no worker list
+    return info.get("total_threads", sum(worker["nthreads"] for worker in info.get("workers", {}).values()))
+
+
+def _cluster_faults() -> tuple[type[BaseException], ...]:
+    """Faults of the cluster itself (not of a chunk's own code, whose errors pass unchanged)."""
+    from concurrent.futures import CancelledError
+
+    from distributed import KilledWorker
+    from distributed.comm import CommClosedError
+    from distributed.scheduler import NoWorkerError
+
+    return CancelledError, KilledWorker, NoWorkerError, CommClosedError
+
+
+def _what_failed(error: BaseException) -> str:
+    """A few words for the one-line message (Dask's own messages run to several sentences)."""
+    from distributed import KilledWorker
+    from distributed.scheduler import NoWorkerError
+
+    if isinstance(error, KilledWorker):
+        died = error.allowed_failures + 1
+        return f"{died} worker{'s' if died > 1 else ''} died running the same chunk (see the worker logs)"
+    if isinstance(error, NoWorkerError):
+        return f"no worker for {error.timeout:g} s (the scheduler's no-workers-timeout)"
+    reason = getattr(error, "reason", None)  # a FutureCancelledError's
+    if reason == "scheduler-connection-lost":
+        return "lost the connection to the scheduler"
+    text = f"a chunk was cancelled ({reason})" if reason else str(error).split("\n")[0] or type(error).__name__
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 _load_seconds = threading.local()

@@ -1,6 +1,9 @@
-"""Search on a real Dask ``LocalCluster`` (two worker processes): the structures of a local run,
-and nothing lost or doubled when a worker or the client dies or a second client resumes."""
+"""Search on a real Dask cluster (a ``LocalCluster`` of two worker processes, or a scheduler and
+workers started by hand): the structures of a local run, and nothing lost or doubled when a
+worker, every worker or the client dies or a second client resumes; a run of 10¹² asked
+structures stores from the start, with bounded memory."""
 
+import json
 import os
 import signal
 import sqlite3
@@ -10,13 +13,17 @@ import threading
 import time
 
 import numpy as np
+import psutil
 import pytest
 
 import respmatch
 from respmatch.cli import main
+from respmatch.cluster import MIN_IN_FLIGHT
+from respmatch.errors import RespmatchError
 from respmatch.store import RunInUseError, RunStore
 
 distributed = pytest.importorskip("distributed")
+dask = pytest.importorskip("dask")
 
 FAST = {"stage0.max_steps": 20, "stage0.fmax": 1e-2}
 
@@ -220,3 +227,216 @@ def test_cli_recheck_workers_starts_a_local_cluster(tmp_path, capsys):
     assert main(["recheck", str(source), "--out", str(out), "--workers", "2", "--chunk-size", "1", "--quiet"]) == 0
     assert "rechecked 2 of 2" in capsys.readouterr().out
     exactly_once(out, 2)
+
+
+# --- A run outlives its workers (issue 22) ---------------------------------------------------
+
+
+def test_run_outlives_all_its_workers_and_an_empty_pool(trained_diamond, tmp_path):
+    """Every worker (so every holder of the shared model) is killed mid-run and fresh ones join;
+    later the pool shrinks to zero for a while and comes back.  Nothing is lost or doubled."""
+    out, n = tmp_path / "run.db", 48
+    seen = {}
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster, distributed.Client(cluster) as client:
+
+        def disrupt():
+            wait_for_rows(out, 4)
+            first = client.run(os.getpid)
+            seen["killed"] = rows(out)
+            for pid in first.values():  # the nannies start fresh workers in their place
+                os.kill(pid, signal.SIGKILL)
+            wait_for_rows(out, seen["killed"] + 4)  # the fresh workers relax again
+            seen["fresh"] = not set(client.run(os.getpid).values()) & set(first.values())
+            cluster.scale(0)
+            deadline = time.monotonic() + 60
+            while client.scheduler_info(n_workers=0)["n_workers"] and time.monotonic() < deadline:
+                time.sleep(0.05)
+            seen["empty"] = client.scheduler_info(n_workers=0)["n_workers"] == 0
+            time.sleep(2)
+            seen["emptied"] = rows(out)
+            cluster.scale(2)
+
+        disruptor = threading.Thread(target=disrupt)
+        disruptor.start()
+        summary = resume(trained_diamond[1], out, n, client, chunk_size=4)  # a new run: resume allows that
+        disruptor.join()
+    assert seen["killed"] < n and seen["fresh"] and seen["empty"] and seen["emptied"] < n
+    assert summary["relaxed"] == summary["stored"] == n
+    exactly_once(out, n)
+
+
+def start_session(command, log):
+    """A process in its own session (its group is killed at once: a nanny and its worker)."""
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def kill_session(process):
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+@pytest.fixture
+def hand_started(tmp_path):
+    """A scheduler and a start_worker() as a user starts them by hand (``dask scheduler``,
+    ``dask worker``), on loopback; every process is killed at the end."""
+    dask = [os.path.join(os.path.dirname(sys.executable), "dask")]
+    if not os.path.exists(dask[0]):
+        dask = [sys.executable, "-m", "dask"]
+    address_file = tmp_path / "scheduler.json"
+    log = open(tmp_path / "cluster.log", "wb")
+    loopback = ["--host", "127.0.0.1", "--no-dashboard", "--dashboard-address", "127.0.0.1:0"]
+    processes = [start_session([*dask, "scheduler", *loopback, "--port", "0", "--scheduler-file", str(address_file)], log)]
+
+    def start_worker():
+        processes.append(start_session([*dask, "worker", "--scheduler-file", str(address_file), "--nthreads", "1",
+                                        *loopback, "--local-directory", str(tmp_path / "workers")], log))
+        return processes[-1]
+
+    try:
+        deadline = time.monotonic() + 60
+        while not address_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.2)  # the file is written at once, but let it be complete
+        address = json.loads(address_file.read_text())["address"]
+        assert address.startswith("tcp://127.0.0.1:")
+        yield processes[0], address, start_worker
+    finally:
+        for process in processes:
+            kill_session(process)
+        log.close()
+
+
+def test_hand_started_cluster_outlives_its_only_worker(trained_diamond, tmp_path, hand_started):
+    """The issue's case: `dask scheduler`, one `dask worker`, the worker killed mid-run and a fresh
+    one started; the client (the CLI) finishes with exit code 0 and exactly n rows."""
+    _, address, start_worker = hand_started
+    out, n = tmp_path / "run.db", 40
+    worker = start_worker()
+    client = subprocess.Popen(
+        generate_command(trained_diamond[0], out, n, "--scheduler", address, "--chunk-size", "4"),
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for_rows(out, 4, client)
+        kill_session(worker)  # the only holder of the shared model
+        assert rows(out) < n
+        start_worker()
+        assert client.wait(timeout=300) == 0, client.stderr.read().decode()
+        assert client.stderr.read() == b""
+    finally:
+        client.kill()
+        client.wait()
+        client.stderr.close()
+    exactly_once(out, n)
+
+
+def test_lost_scheduler_is_one_line_and_resume_continues(trained_diamond, tmp_path, hand_started):
+    scheduler, address, start_worker = hand_started
+    out, n = tmp_path / "run.db", 16
+    start_worker()
+    client = subprocess.Popen(
+        generate_command(trained_diamond[0], out, n, "--scheduler", address, "--chunk-size", "4"),
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for_rows(out, 4, client)
+        kill_session(scheduler)
+        assert client.wait(timeout=120) == 2
+        message = client.stderr.read().decode()
+    finally:
+        client.kill()
+        client.wait()
+        client.stderr.close()
+    assert message.count("\n") == 1 and len(message) <= 200, message
+    assert message.startswith(f"respmatch: error: Dask cluster at {address}: lost the connection to the scheduler")
+    assert "--resume continues" in message
+    stored_before = rows(out)
+    assert 4 <= stored_before < n
+    resume(trained_diamond[0], out, n, None)
+    exactly_once(out, n)
+
+
+@pytest.mark.parametrize("fault", ["a chunk kills its worker", "no worker joins"])
+def test_a_fault_the_run_cannot_outlive_is_one_line(trained_diamond, tmp_path, fault):
+    """Dask's own limits, tightened: a chunk that killed ``allowed-failures`` + 1 workers (0 + 1
+    here), or no worker for ``no-workers-timeout``."""
+    out = tmp_path / "run.db"
+    limits = {"distributed.scheduler.allowed-failures": 0, "distributed.scheduler.no-workers-timeout": "1s"}
+    workers = 1 if fault == "a chunk kills its worker" else 0
+    with dask.config.set(limits), distributed.LocalCluster(
+        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster, distributed.Client(cluster) as client:
+
+        def kill_the_busy_worker():
+            deadline = time.monotonic() + 120
+            while not any(client.processing().values()) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            for pid in client.run(os.getpid).values():
+                os.kill(pid, signal.SIGKILL)
+
+        killer = threading.Thread(target=kill_the_busy_worker) if workers else None
+        if killer:
+            killer.start()
+        with pytest.raises(RespmatchError) as error:
+            resume(trained_diamond[1], out, 16, client, chunk_size=4)
+        if killer:
+            killer.join()
+    message = str(error.value)
+    assert message.startswith(f"Dask cluster at {cluster.scheduler_address}: ")
+    assert message.endswith("the same command with --resume continues") and len(message) <= 200
+    assert ("1 worker died running the same chunk" if workers else "no worker for 1 s") in message
+
+
+# --- Memory proportional to the batch, not to n (issue 22) -----------------------------------
+
+HUGE = 10**12
+RSS_LIMIT = 1.5 * 2**30  # a torch process with a tiny model; the old index list passed it within seconds
+
+
+def stores_from_the_start(command, out, at_least, then=lambda: None):
+    """Run a command until the database holds ``at_least`` rows (bounded wait), checking its
+    memory all along, and call ``then`` before it is killed; its largest resident size and
+    what ``then`` returned."""
+    process = subprocess.Popen(command, stderr=subprocess.PIPE)
+    peak = 0
+    try:
+        deadline = time.monotonic() + 180
+        while rows(out) < at_least and time.monotonic() < deadline:
+            assert process.poll() is None, process.stderr.read().decode()
+            peak = max(peak, psutil.Process(process.pid).memory_info().rss)
+            assert peak < RSS_LIMIT, f"{peak / 2**20:.0f} MiB before {at_least} rows were stored"
+            time.sleep(0.05)
+        assert rows(out) >= at_least
+        seen = then()
+        peak = max(peak, psutil.Process(process.pid).memory_info().rss)
+    finally:
+        process.kill()
+        process.wait()
+        process.stderr.close()
+    return peak, seen
+
+
+def test_a_run_of_a_trillion_structures_stores_as_it_goes(trained_diamond, tmp_path):
+    out = tmp_path / "huge.db"
+    command = generate_command(trained_diamond[0], out, HUGE, "--option", "stage0.max_steps=5")
+    assert stores_from_the_start(command, out, 8)[0] < RSS_LIMIT
+    first = set(stored(out))
+    # A resume skips the stored indices without listing the n asked ones.
+    assert stores_from_the_start([*command, "--resume"], out, len(first) + 8)[0] < RSS_LIMIT
+    assert first < set(stored(out))
+
+
+def test_a_trillion_structures_on_dask_keep_a_few_chunks_in_flight(trained_diamond, client, tmp_path):
+    out = tmp_path / "huge.db"
+    command = generate_command(trained_diamond[0], out, HUGE, "--option", "stage0.max_steps=5",
+                               "--scheduler", client.scheduler.address, "--chunk-size", "4")
+    rss, tasks = stores_from_the_start(
+        command, out, 8, then=lambda: client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks))
+    )
+    assert rss < RSS_LIMIT
+    # Two threads: MIN_IN_FLIGHT chunks, the shared model, and one chunk whose release may be on
+    # its way to the scheduler (earlier tests' tasks are gone).
+    assert tasks <= MIN_IN_FLIGHT + 2

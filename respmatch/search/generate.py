@@ -72,7 +72,7 @@ def relax_chunk(items: list[Item], model: ShippedModel, batch_size: int, device:
 
 def relaxed(
     model: Denoiser,
-    items: list[Item],
+    items: Iterable[Item],
     *,
     batch_size: int,
     device: str,
@@ -83,7 +83,7 @@ def relaxed(
 ) -> Iterator[list[tuple[object, Atoms, Record]]]:
     """Relax the items here or on a Dask ``client``: groups of results as they complete (one
     structure at a time here, one chunk at a time on a cluster, its timings added to
-    ``chunk_log``)."""
+    ``chunk_log``).  Items are taken as the batch or the cluster has room for them."""
     if client is None:
         relaxer = BatchRelaxer(model, batch_size=batch_size, device=device, dtype=dtype)
         for result in relax_items(relaxer, items):
@@ -173,7 +173,8 @@ def generate(
                 for result, kicks, smiles in found
             )
         else:
-            items = [(i, spec, i) for i in range(n) if i not in done]
+            # A generator: a run of 10¹² structures starts at once and holds only its batch.
+            items = ((i, spec, i) for i in range(n) if i not in done)
             groups = (
                 [(atoms, record, None) for _, atoms, record in group]
                 for group in relaxed(
