@@ -406,7 +406,7 @@ def test_a_refused_recheck_leaves_the_database_byte_identical(tmp_path, capsys):
     before = {p: digest(p) for p in (path, out)}
     assert main(["recheck", str(path), "--potential", "gfn1-xtb", "--quiet"]) == 2  # no --resume
     assert "--resume" in capsys.readouterr().err
-    assert main(["recheck", str(path), "--potential", "gfn1-xtb", "--fmax", "0.1", "--resume", "--quiet"]) == 2
+    assert main(["recheck", str(path), "--potential", "gfn1-xtb", "--relax", "--fmax", "0.1", "--resume", "--quiet"]) == 2
     assert "rechecked with" in capsys.readouterr().err
     assert main(["recheck", str(path), "--potential", "gfn1-xtb", "--out", str(out), "--quiet"]) == 2
     assert "already holds" in capsys.readouterr().err
