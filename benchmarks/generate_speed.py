@@ -91,10 +91,11 @@ class Timers:
     """Accumulate the wall time of callables (``{label: [(owner, attribute), ...]}``) during a run.
 
     Static and class methods are wrapped as what they are, so a wrapped class still works.
+    ``wait`` (e.g. a GPU synchronisation) runs before each reading of the clock.
     """
 
-    def __init__(self, targets):
-        self.seconds = defaultdict(float)
+    def __init__(self, targets, wait=lambda: None):
+        self.seconds, self.wait = defaultdict(float), wait
         self.targets = [
             (label, owner, name, inspect.getattr_static(owner, name))
             for label, pairs in targets.items()
@@ -107,10 +108,12 @@ class Timers:
             function = raw.__func__ if kind else raw
 
             def timed(*a, _f=function, _label=label, **k):
+                self.wait()
                 started = time.perf_counter()
                 try:
                     return _f(*a, **k)
                 finally:
+                    self.wait()
                     self.seconds[_label] += time.perf_counter() - started
 
             setattr(owner, name, kind(timed) if kind else timed)
