@@ -124,6 +124,8 @@ def main() -> None:
     parser.add_argument("--max-atoms", type=int, help="atom budget of a device batch (default: from free memory)")
     parser.add_argument("--out", default="gpu.json")
     args = parser.parse_args()
+    # A smoke test stops every relaxation early: it tests the script, not the protocol.
+    short = {"stage0.max_steps": 30} if args.smoke else {}
     if args.smoke:
         args.cells, args.cpu_cells, args.profile_cells, args.molecules, args.cpu_molecules = 6, 4, 4, 4, 4
         args.cpu_threads = min(args.cpu_threads, torch.get_num_threads())
@@ -140,7 +142,7 @@ def main() -> None:
         "smoke": args.smoke,
     }
     model = respmatch.load_model(model_path("diamond"), device=device, dtype=torch.float32)
-    crystal = SearchSpec.build(model, "C8", max(args.cells, args.cpu_cells), "fixed-volume", 5.0, seed=0)
+    crystal = SearchSpec.build(model, "C8", max(args.cells, args.cpu_cells), "fixed-volume", 5.0, options=short)
     # Warm-up (kernels, lists, allocator), not timed.
     relax_run(model, crystal, min(64, args.cells), device, settings)
     report["profile"] = profile(model, crystal, args.profile_cells, device, settings)
@@ -150,7 +152,7 @@ def main() -> None:
         molecule_model = respmatch.load_model(args.molecule_model, device=device, dtype=torch.float32)
         spec = SearchSpec.build(
             molecule_model, "C5H8O", max(args.molecules, args.cpu_molecules), "molecule",
-            options={"box": (6.0, 4.0, 4.0)},
+            options={"box": (6.0, 4.0, 4.0), **short, **({"stage1.max_steps": 30} if args.smoke else {})},
         )
         relax_run(molecule_model, spec, min(64, args.molecules), device, settings)
         compare("molecules", molecule_model, spec, args.molecules, args.cpu_molecules, device, settings,
