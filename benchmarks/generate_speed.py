@@ -54,7 +54,7 @@ PARTS = {
     "model call": [(Denoiser, "forward")],
     "lists: build (vesin)": [(VerletLists, "_rebuild")],
     "lists: skin check": [(VerletLists, "_shortest_unlisted")],
-    "lists: call": [(VerletLists, "graph")],
+    "lists: call": [(VerletLists, "refresh"), (VerletLists, "listed")],
     "lists: keep": [(VerletLists, "keep")],
     "FIRE and cell update": [
         (relax_module, "fire_step"),
