@@ -1,4 +1,5 @@
-"""Neighbour lists of a batch of structures, from vesin (one call per structure).
+"""Neighbour lists of a batch of structures, from vesin (one call per structure; its torch
+interface on a GPU, so that the lists never leave the device).
 
 Pairs are found on detached coordinates; edge vectors are rebuilt in torch from positions,
 integer image shifts and the cell, so that autograd sees them.  vesin handles cutoffs larger
@@ -86,6 +87,11 @@ def neighbor_pairs(
 
 
 def build_graph(structures: Structures, cutoff: float) -> Graph:
+    """The graph within ``cutoff`` of every structure: vesin's torch interface where the
+    structures are off the CPU and it is installed (the lists stay on the device), else vesin's
+    numpy one."""
+    if structures.positions.device.type != "cpu" and _vesin_torch() is not None:
+        return build_graph_on_device(structures, cutoff)
     positions = structures.positions.detach().cpu().numpy().astype(np.float64)
     cells = structures.cell.detach().cpu().numpy().astype(np.float64)
     periodic = structures.periodic.cpu().numpy()
@@ -101,3 +107,34 @@ def build_graph(structures: Structures, cutoff: float) -> Graph:
         return torch.as_tensor(np.concatenate(arrays).astype(np.int64).reshape(shape), device=device)
 
     return Graph.from_edges(tensor(receivers), tensor(senders), tensor(shifts, (-1, 3)))
+
+
+def build_graph_on_device(structures: Structures, cutoff: float) -> Graph:
+    """``build_graph`` with vesin's torch interface (``vesin-torch``), on the structures' device
+    (the CPU included, which is how it is tested without a GPU)."""
+    vesin_torch = _vesin_torch()
+    if vesin_torch is None:
+        raise ImportError("neighbour lists on the device need vesin's torch interface: pip install vesin-torch")
+    calculator = vesin_torch.NeighborList(cutoff=float(cutoff), full_list=True)
+    positions = structures.positions.detach().to(torch.float64)
+    cells = structures.cell.detach().to(torch.float64)
+    receivers, senders, shifts = [], [], []
+    starts, sizes = structures.first_atom.tolist(), structures.n_atoms.tolist()
+    for b, (start, n, periodic) in enumerate(zip(starts, sizes, structures.periodic.tolist())):
+        box = cells[b] if periodic else torch.zeros_like(cells[b])
+        i, j, shift = calculator.compute(
+            points=positions[start : start + n].contiguous(), box=box.contiguous(), periodic=periodic, quantities="ijS"
+        )
+        receivers.append(i.long() + start)
+        senders.append(j.long() + start)
+        shifts.append(shift.long())
+    return Graph.from_edges(torch.cat(receivers), torch.cat(senders), torch.cat(shifts))
+
+
+def _vesin_torch():
+    """vesin's torch interface, or None where the optional ``vesin-torch`` is not installed."""
+    try:
+        import vesin.torch  # optional: only a GPU run needs it
+    except ImportError:
+        return None
+    return vesin.torch

@@ -35,7 +35,7 @@ class Structures:
     def system(self) -> torch.Tensor:
         """Index of the structure that each atom belongs to, (N,); computed once per batch."""
         return torch.repeat_interleave(
-            torch.arange(self.n_structures, device=self.n_atoms.device), self.n_atoms
+            torch.arange(self.n_structures, device=self.n_atoms.device), self.n_atoms, output_size=len(self.numbers)
         )
 
     @property

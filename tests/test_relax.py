@@ -226,3 +226,85 @@ def test_a_non_finite_step_ends_that_structure_alone(model, diamond):
     for a, b in zip(clean[::2], broken[::2]):
         assert a.converged and b.converged and a.steps == b.steps
         assert np.allclose(a.atoms.positions, b.atoms.positions, atol=1e-9)
+
+
+def relax_with(potential, starts, stages, batch_size, **settings):
+    """``relax`` on a relaxer with these settings (check_every, max_atoms, cut_lists; skin)."""
+    skin = settings.pop("skin", None)
+    relaxer = BatchRelaxer(potential, batch_size=batch_size, dtype=torch.float64, **settings)
+    relaxer.skin = relaxer.skin if skin is None else skin
+    jobs = [Job(key=i, atoms=a.copy(), stages=stages, rng=np.random.default_rng([0, i])) for i, a in enumerate(starts)]
+    return sorted(relaxer.run(jobs), key=lambda r: r.key), relaxer
+
+
+def assert_same_results(these, those, atol=1e-9):
+    assert [r.key for r in these] == [r.key for r in those]
+    for a, b in zip(these, those):
+        assert (a.steps, a.stage, a.converged) == (b.steps, b.stage, b.converged)
+        assert a.energy == pytest.approx(b.energy, abs=atol)
+        assert np.allclose(a.atoms.positions, b.atoms.positions, atol=atol)
+        assert np.allclose(a.atoms.cell.array, b.atoms.cell.array, atol=atol)
+
+
+@pytest.mark.parametrize("check_every", [3, 8])
+def test_looking_at_the_batch_every_few_steps_gives_the_same_results(model, diamond, check_every):
+    """A GPU batch is judged and refilled every few steps: structures that finish in between
+    wait frozen, ones whose (here very thin) neighbour-list skin may be spent skip steps until
+    the lists are renewed, and every structure ends as when the host looks at every step."""
+    starts = distorted_starts(diamond, 5)
+    stages = (
+        Stage("a", fmax=5e-3, max_steps=60, cell="constant-volume", max_step=0.05),
+        Stage("b", fmax=1e-3, max_steps=80, cell="full", kick=0.05),
+    )
+    every_step, _ = relax_with(model, starts, stages, batch_size=2, skin=0.02)
+    every_few, relaxer = relax_with(model, starts, stages, batch_size=2, skin=0.02, check_every=check_every)
+    assert_same_results(every_step, every_few)
+    assert relaxer.model_calls % check_every == 0  # only whole intervals of steps ran
+
+
+def test_uncut_lists_give_the_same_results(model, diamond):
+    """Pairs out to cutoff + skin passed uncut (as on a GPU) add exact zeros to the model."""
+    starts = distorted_starts(diamond, 3)
+    stages = (Stage("s", fmax=1e-3, max_steps=100, cell="full"),)
+    cut, _ = relax_with(model, starts, stages, batch_size=3)
+    uncut, relaxer = relax_with(model, starts, stages, batch_size=3, cut_lists=False, check_every=4)
+    assert model.zero_beyond_cutoff and not relaxer.cut_lists
+    assert_same_results(cut, uncut)
+
+
+class CountingAtoms:
+    """The test model, recording the atoms and structures of every batch it is called on."""
+
+    def __init__(self, model):
+        self.model, self.cutoff, self.batches = model, model.cutoff, []
+
+    def __call__(self, structures, graph, **kwargs):
+        self.batches.append((len(structures.numbers), structures.n_structures))
+        return self.model(structures, graph, **kwargs)
+
+
+def test_the_atom_budget_is_never_exceeded(model, diamond):
+    from ase.build import make_supercell
+
+    small = distorted_starts(diamond, 4)  # 8 atoms each
+    large = [make_supercell(a, np.diag([2, 1, 1])) for a in distorted_starts(diamond, 2)]  # 16 atoms
+    starts = [small[0], large[0], small[1], small[2], large[1], small[3]]
+    stages = (Stage("s", fmax=2e-3, max_steps=40, cell="full"),)
+    counting = CountingAtoms(model)
+    budgeted, relaxer = relax_with(counting, starts, stages, batch_size=10, max_atoms=30)
+    assert max(atoms for atoms, _ in counting.batches) <= 30
+    assert relaxer.largest_batch[1] <= 30 and max(n for _, n in counting.batches) >= 2
+    whole, _ = relax_with(model, starts, stages, batch_size=10)
+    assert_same_results(budgeted, whole)
+
+
+def test_a_structure_larger_than_the_budget_runs_alone(model, diamond):
+    counting = CountingAtoms(model)
+    results, _ = relax_with(counting, distorted_starts(diamond, 3), (Stage("s", fmax=1e-2, max_steps=5),), 10, max_atoms=5)
+    assert len(results) == 3 and {n for _, n in counting.batches} == {1}
+
+
+def test_bad_batch_settings_are_rejected(model):
+    for settings in ({"batch_size": 0}, {"max_atoms": 0}, {"check_every": 0}):
+        with pytest.raises(ValueError, match="must be positive"):
+            BatchRelaxer(model, **settings)

@@ -88,6 +88,10 @@ class ModelConfig(PlainDict):
 
 
 class Denoiser(nn.Module):
+    # Exactly zero beyond the cutoff, value and gradient (the envelope is clamped there): pairs
+    # listed a little past it may be passed in uncut (the relaxer does so on a GPU).
+    zero_beyond_cutoff = True
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         if not config.elements or not all(1 <= z <= MAX_Z for z in config.elements):
@@ -131,6 +135,7 @@ class Denoiser(nn.Module):
         self.readout = nn.Sequential(*layers, nn.Linear(widths[-1], 1))
         self.element_energy = nn.Embedding(n_elements, 1)
         nn.init.zeros_(self.element_energy.weight)
+        self._checked_numbers = None  # the last numbers tensor found to hold only known elements
 
     @property
     def cutoff(self) -> float:
@@ -139,11 +144,14 @@ class Denoiser(nn.Module):
 
     def species(self, numbers: torch.Tensor) -> torch.Tensor:
         """Map atomic numbers to the model's element indices; fail clearly on unseen elements."""
-        out_of_range = (numbers < 1) | (numbers > MAX_Z)
         species = self.species_of_z[numbers.clamp(0, MAX_Z)]
-        missing = (species < 0) | out_of_range
-        if bool(missing.any()):
-            raise missing_elements_error(numbers[missing].tolist(), self.config.elements)
+        # A relaxer passes the same numbers tensor at every step: checked once (the check reads
+        # a flag back from the device).
+        if numbers is not self._checked_numbers:
+            missing = (species < 0) | (numbers < 1) | (numbers > MAX_Z)
+            if bool(missing.any()):
+                raise missing_elements_error(numbers[missing].tolist(), self.config.elements)
+            self._checked_numbers = numbers
         return species
 
     def edge_layout(self, graph: Graph, vectors: torch.Tensor, n_atoms: int) -> torch.Tensor:

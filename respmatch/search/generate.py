@@ -24,7 +24,6 @@ from respmatch.model.checkpoint import torch_device
 from respmatch.record import Record
 from respmatch.search.relax import BatchRelaxer, Relaxed
 from respmatch.search.spec import SearchSpec
-from respmatch.search.valid import ValidSearchCounts, valid_molecules
 from respmatch.store import RunStore
 
 # (caller's key, spec, index): structure ``index`` of ``spec``, handed back under ``key``.
@@ -151,6 +150,8 @@ def generate(
     }
     if valid_only:  # only then: runs stored before the option existed still resume
         parameters["valid_only"] = {"max_kicks": max_kicks}
+        # Here, not at the top: it loads RDKit, which a plain run's start-up does without.
+        from respmatch.search.valid import ValidSearchCounts, valid_molecules
     with RunStore(out, parameters, resume=resume) as store:
         done = store.done_indices()
         todo = n - len(done)

@@ -9,6 +9,13 @@ per-structure norms, and the filter's generalised coordinates (positions in the 
 plus n_atoms·log F for the deformation gradient F).  Structures that finish a stage leave the
 batch and waiting ones enter, so the batch stays full.
 
+The host looks at the batch every ``check_every`` steps (1 on the CPU): it retires finished
+structures, admits new ones within a count and an atom budget, and renews neighbour lists.  The
+steps between are device work alone: a structure that finishes there stays frozen where it
+finished (its energy and flags kept) until the host retires it, and one whose neighbour list
+may have gone stale skips steps until the host renews it, so each structure takes the same
+steps, in the same order, whatever the interval.
+
 Written here rather than taken from torch-sim 0.3.0, after evaluating its batched
 ``frechet_cell_fire(md_flavor="ase_fire")`` with our model (benchmarks/compare_torch_sim.py):
 it ran, but did not follow ASE step for step (end points up to 0.011 Å RMS apart, convergence
@@ -18,6 +25,7 @@ step counts; stage sequences with a kick between stages would also have had to b
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
 from dataclasses import dataclass, fields, replace
@@ -30,14 +38,16 @@ from ase import Atoms
 
 from respmatch.errors import RespmatchError
 from respmatch.potential import Potential
-from respmatch.search.symmetrize import BatchSymmetry, symmetry_of
-from respmatch.search.verlet import VerletLists
+from respmatch.search.verlet import SKIN, VerletLists
 from respmatch.structures import Structures
 
 CELL_MODES = {"fixed": 0, "constant-volume": 1, "full": 2}
 MIN_VOLUME_RATIO = 0.25  # a full-cell stage that shrinks a cell 4x has collapsed it
 # ASE FIRE defaults (ase.optimize.FIRE).
 DT_START, DT_MAX, N_MIN, F_INC, F_DEC, ALPHA_START, F_ALPHA = 0.1, 1.0, 5, 1.1, 0.5, 0.1, 0.99
+CHECK_EVERY_DEVICE = 10  # steps between the host's looks at a batch on a GPU (issue 24)
+CPU_MAX_ATOMS = 4096  # atom budget of a CPU batch: beyond it a larger batch no longer runs faster
+PROBE_ATOMS = 2048  # atoms of the potential call that measures a GPU batch's memory per atom
 
 
 @dataclass(frozen=True)
@@ -124,8 +134,17 @@ class FireState:
     mobility: torch.Tensor  # (B,) Å²/eV
     broken: torch.Tensor  # (B,) a step gave non-finite numbers: kept at its last finite state, to leave
     job: torch.Tensor  # (B,) index into the relaxer's job table
+    first: torch.Tensor  # (B,) the next FIRE step is the stage's first (no velocity to judge)
+    # A structure that finished its stage at an evaluation: frozen there until the host retires
+    # it, with that evaluation's energy, convergence and collapse.
+    done: torch.Tensor  # (B,)
+    energy: torch.Tensor  # (B,)
+    converged: torch.Tensor  # (B,)
+    collapsed: torch.Tensor  # (B,)
 
     PER_ATOM = ("numbers", "x", "v")
+    # The fields a FIRE or Langevin step changes.
+    STEPPED = ("x", "v", "x_cell", "v_cell", "dt", "alpha", "n_positive", "steps")
 
     @classmethod
     def start(cls, jobs: list[tuple[int, Job]], dtype, device) -> FireState:
@@ -158,11 +177,19 @@ class FireState:
             mobility=per_structure([s.mobility for s in stages]),
             broken=per_structure([False] * b, torch.bool),
             job=per_structure([key for key, _ in jobs], torch.long),
+            first=per_structure([True] * b, torch.bool),
+            done=per_structure([False] * b, torch.bool),
+            energy=per_structure([0.0] * b),
+            converged=per_structure([False] * b, torch.bool),
+            collapsed=per_structure([False] * b, torch.bool),
         )
 
     @cached_property
     def system(self) -> torch.Tensor:
-        return torch.repeat_interleave(torch.arange(len(self.n_atoms), device=self.x.device), self.n_atoms)
+        # The output size given: on a GPU the count would otherwise be read back to the host.
+        return torch.repeat_interleave(
+            torch.arange(len(self.n_atoms), device=self.x.device), self.n_atoms, output_size=len(self.x)
+        )
 
     @cached_property
     def deformation(self) -> torch.Tensor:
@@ -172,13 +199,15 @@ class FireState:
     def structures(self) -> Structures:
         """Real positions and cells: r = x Fᵀ, H = H0 Fᵀ (ASE's set_positions_frechet)."""
         transpose = self.deformation.transpose(1, 2)
-        return Structures(
-            positions=torch.einsum("na,nab->nb", self.x, transpose[self.system]),
+        structures = Structures(
+            positions=torch.einsum("na,nab->nb", self.x, transpose.index_select(0, self.system)),
             numbers=self.numbers,
             cell=self.reference_cell @ transpose,
             periodic=self.periodic,
             n_atoms=self.n_atoms,
         )
+        structures.system = self.system  # the same atoms: the cached index serves both
+        return structures
 
     def select(self, keep: torch.Tensor) -> FireState:
         atom_keep = keep[self.system]
@@ -194,8 +223,9 @@ class FireState:
     def concatenate(cls, states: list[FireState]) -> FireState:
         return cls(**{f.name: torch.cat([getattr(s, f.name) for s in states]) for f in fields(cls)})
 
-    def where(self, chosen: torch.Tensor, other: FireState) -> FireState:
-        """This state for the structures in ``chosen`` (B,) bool, ``other`` for the rest."""
+    def where(self, chosen: torch.Tensor, other: FireState, names: Iterable[str] | None = None) -> FireState:
+        """This state for the structures in ``chosen`` (B,) bool, ``other`` for the rest (in the
+        fields ``names``; the others are this state's)."""
         atom_chosen = chosen[self.system]
 
         def pick(name):
@@ -203,20 +233,25 @@ class FireState:
             mask = atom_chosen if name in self.PER_ATOM else chosen
             return torch.where(mask.view(-1, *[1] * (mine.dim() - 1)), mine, theirs)
 
-        return replace(self, **{f.name: pick(f.name) for f in fields(self)})
+        names = [f.name for f in fields(self)] if names is None else names
+        return replace(self, **{name: pick(name) for name in names})
 
 
-def filter_forces(state: FireState, structures: Structures, out: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """Generalised forces of ASE's FrechetCellFilter: on x (N, 3) and on x_cell (B, 3, 3)."""
+def filter_forces(
+    state: FireState, structures: Structures, out: dict, cell_relaxing: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised forces of ASE's FrechetCellFilter: on x (N, 3) and on x_cell (B, 3, 3).
+
+    ``cell_relaxing``: whether any structure's cell relaxes (the host knows it from the stages).
+    """
     deformation = state.deformation
-    system = state.system
-    atom_forces = torch.einsum("na,nab->nb", out["forces"], deformation[system])
+    atom_forces = torch.einsum("na,nab->nb", out["forces"], deformation.index_select(0, state.system))
     cell_forces = torch.zeros_like(state.x_cell)
     relaxing = state.cell_mode > 0
-    if bool(relaxing.any()):
+    if cell_relaxing:
         volume = structures.volume()[:, None, None]
         virial = -volume * out["stress"]
-        gradient = virial @ torch.linalg.inv(deformation.transpose(1, 2))
+        gradient = virial @ torch.linalg.inv_ex(deformation.transpose(1, 2)).inverse
         log_deformation = state.x_cell / state.n_atoms[:, None, None].to(state.x.dtype)
         with torch.enable_grad():
             # Exact derivative of exp at log F (ASE sums expm_frechet over the 9 directions).
@@ -318,16 +353,16 @@ def largest_force(state: FireState, atom_forces: torch.Tensor, cell_forces: torc
     return torch.maximum(atoms, cell_forces.norm(dim=2).amax(1))
 
 
-def keep_finite(previous: FireState, stepped: FireState) -> FireState:
-    """``stepped``, except that a structure whose step gave non-finite positions or cell (a
-    force that overflowed, a cell blown up past exp's range) keeps its ``previous`` state and is
-    marked broken: it leaves the batch unconverged at the next evaluation, with finite numbers,
-    instead of a NaN reaching the neighbour lists and stopping the whole batch."""
+def keep_finite(previous: FireState, stepped: FireState, moving: torch.Tensor) -> FireState:
+    """``stepped`` for the ``moving`` structures (B,) bool, ``previous`` for the others; and
+    a structure whose step gave non-finite positions or cell (a force that overflowed, a cell
+    blown up past exp's range) keeps its ``previous`` state and is marked broken: it leaves the
+    batch unconverged at the next evaluation, with finite numbers, instead of a NaN reaching the
+    neighbour lists and stopping the whole batch."""
     # A sum is non-finite when any of its terms is; the deformation is what exp made of x_cell.
     finite = per_structure_sum(stepped, stepped.x, stepped.deformation).isfinite()
-    if bool(finite.all()):
-        return stepped
-    return stepped.where(finite, replace(previous, broken=previous.broken | ~finite))
+    kept = stepped.where(moving & finite, previous, FireState.STEPPED)
+    return replace(kept, broken=previous.broken | (moving & ~finite))
 
 
 def collapsing(state: FireState) -> torch.Tensor:
@@ -341,106 +376,203 @@ def collapsing(state: FireState) -> torch.Tensor:
     return log_ratio < math.log(MIN_VOLUME_RATIO)
 
 
+def device_atom_budget(potential: Potential, sample: Atoms, device, dtype, fraction: float = 0.5) -> int:
+    """The atoms a GPU batch may hold: ``fraction`` of the device's free memory over the peak
+    memory per atom of one potential call (forces, stress, neighbour lists) on copies of
+    ``sample`` — torch-sim's autobatcher sizes batches by memory in the same spirit."""
+    structures = Structures.from_atoms([sample] * max(1, PROBE_ATOMS // len(sample)), dtype, device)
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    graph = None
+    if potential.cutoff is not None:
+        lists = VerletLists(potential.cutoff, cut=False)
+        lists.refresh(structures)
+        graph = lists.listed(structures, check=False)[0]
+    potential(structures, graph, forces=True, stress=True)
+    torch.cuda.synchronize(device)
+    per_atom = (torch.cuda.max_memory_allocated(device) - before) / len(structures.numbers)
+    free, _ = torch.cuda.mem_get_info(device)
+    return max(1, int(fraction * free / max(per_atom, 1.0)))
+
+
 class BatchRelaxer:
-    """Relax a stream of jobs, ``batch_size`` structures at a time, one potential call per step.
+    """Relax a stream of jobs, up to ``batch_size`` structures and ``max_atoms`` atoms at a time,
+    one potential call per step.
 
     A potential that is a torch module is moved to ``device`` and ``dtype`` in place, as
     ``nn.Module.to`` does; any other is called with the batch in that dtype and on that device.
+    ``max_atoms``: the batch's atom budget (a structure larger than it runs alone); by default
+    ``CPU_MAX_ATOMS`` on the CPU and, on a GPU, what its free memory holds (``device_atom_budget``).
+    ``check_every``: steps between the host's looks at the batch (default 1 on the CPU,
+    ``CHECK_EVERY_DEVICE`` elsewhere); the results do not depend on it.  ``cut_lists``: cut
+    the neighbour pairs to the cutoff at each step (default: on the CPU, or for a potential not
+    exactly zero beyond its cutoff); uncut, no step waits for the host to size the graph.
     """
 
-    def __init__(self, potential: Potential, batch_size: int = 64, device="cpu", dtype=torch.float32):
+    def __init__(
+        self,
+        potential: Potential,
+        batch_size: int = 64,
+        device="cpu",
+        dtype=torch.float32,
+        *,
+        max_atoms: int | None = None,
+        check_every: int | None = None,
+        cut_lists: bool | None = None,
+    ):
         if isinstance(potential, torch.nn.Module):
             potential = potential.to(device=device, dtype=dtype).eval()
         self.potential = potential
         self.batch_size = int(batch_size)
         self.device, self.dtype = device, dtype
+        on_cpu = torch.device(device).type == "cpu"
+        self.max_atoms = max_atoms if max_atoms is not None else (CPU_MAX_ATOMS if on_cpu else None)
+        self.check_every = int(check_every if check_every is not None else (1 if on_cpu else CHECK_EVERY_DEVICE))
+        if self.batch_size <= 0 or self.check_every <= 0 or (self.max_atoms is not None and self.max_atoms <= 0):
+            raise RespmatchError(
+                f"batch size, atom budget and check interval must be positive "
+                f"(got {batch_size}, {max_atoms}, {check_every})"
+            )
+        # Off the CPU, pairs out to cutoff + skin go to a potential that is exactly zero beyond
+        # its cutoff, uncut: cutting them to the cutoff would size the graph on the host at
+        # every step.  On the CPU the cut graph is the cheaper one.
+        exact_zero = getattr(potential, "zero_beyond_cutoff", False)
+        self.cut_lists = (on_cpu if cut_lists is None else cut_lists) or not exact_zero
+        self.skin = SKIN  # Å, of the neighbour lists
         self.model_calls = 0  # potential calls, one per step of the whole batch
+        self.largest_batch = (0, 0)  # (structures, atoms) of the fullest batch so far
 
     def run(self, jobs: Iterable[Job]) -> Iterator[Relaxed]:
-        """Yield each structure as soon as its last stage ends (not in input order)."""
+        """Yield each structure as soon as the host sees its last stage end (not in input order)."""
         incoming = iter(jobs)
         restarts: deque[Job] = deque()  # jobs between stages go before new ones
         table: dict[int, Job] = {}
-        next_key = 0
+        keys = itertools.count()
         state: FireState | None = None
-        first = None
-        lists = None if self.potential.cutoff is None else VerletLists(self.potential.cutoff)
-        symmetry, members_changed = None, False
+        lists = None
+        if self.potential.cutoff is not None:
+            lists = VerletLists(self.potential.cutoff, self.skin, cut=self.cut_lists)
+        symmetry = None
         while True:
-            free = self.batch_size - (0 if state is None else len(state.n_atoms))
-            entering = []
-            while free > len(entering):
-                job = restarts.popleft() if restarts else next(incoming, None)
-                if job is None:
-                    break
-                if job.keep_symmetry:
-                    job.symmetry = symmetry_of(job.atoms)
-                table[next_key] = job
-                entering.append((next_key, job))
-                next_key += 1
-            if entering:
-                members_changed = True
-                fresh = FireState.start(entering, self.dtype, self.device)
-                state = fresh if state is None else FireState.concatenate([state, fresh])
-                new_first = torch.ones(len(entering), dtype=torch.bool, device=self.device)
-                first = new_first if first is None else torch.cat([first, new_first])
-            if state is None or len(state.n_atoms) == 0:
-                return
-
-            if members_changed:
-                symmetry = self._symmetry([table[int(k)] for k in state.job])
-                members_changed = False
-            structures = state.structures()
-            out = self.potential(
-                structures,
-                None if lists is None else lists.graph(structures),
-                forces=True,
-                stress=bool((state.cell_mode > 0).any()),
-            )
-            self.model_calls += 1
-            if symmetry is not None:
-                out["forces"] = symmetry.forces(structures.cell, out["forces"])
-                if "stress" in out:
-                    out["stress"] = symmetry.stress(structures.cell, out["stress"])
-            atom_forces, cell_forces = filter_forces(state, structures, out)
-            atom_forces, cell_forces = atom_forces.detach(), cell_forces.detach()
-            annealing = state.steps < state.anneal_steps
-            converged = (largest_force(state, atom_forces, cell_forces) < state.fmax) & ~annealing
-            collapsed = collapsing(state)
-            failed = collapsed | state.broken
-            finished = converged | failed | (state.steps >= state.max_steps)
-            if bool(finished.any()):
-                energy = out["energy"].detach()
-                done_atoms = structures.select(torch.nonzero(finished).flatten()).to_atoms()
-                for b, atoms in zip(torch.nonzero(finished).flatten().tolist(), done_atoms):
-                    job = table.pop(int(state.job[b]))
-                    job.steps += int(state.steps[b])
-                    if failed[b]:
-                        why = "collapsed" if collapsed[b] else "non-finite step"
-                        name = f"{job.stages[job.stage].name} ({why})"
-                        yield Relaxed(job.key, atoms, float(energy[b]), False, job.steps, name)
-                        continue
-                    result = self._advance(job, atoms, float(energy[b]), bool(converged[b]))
-                    if result is None:
-                        restarts.append(job)
-                    else:
-                        yield result
-                keep = ~finished
-                members_changed = True
-                state, first = state.select(keep), first[keep]
+            # The host's part: retire, admit, renew lists.
+            changed = False
+            if state is not None and bool(state.done.any()):
+                yield from self._retire(state, table, restarts)
+                keep = ~state.done
+                state = state.select(keep)
                 if lists is not None:
                     lists.keep(keep)
-                atom_forces = atom_forces[keep[structures.system]]
-                cell_forces = cell_forces[keep]
-            if len(state.n_atoms):
-                fired = fire_step(state, atom_forces, cell_forces, first)
-                annealing = state.steps < state.anneal_steps
-                if bool(annealing.any()):
-                    noise = self._noise(state, annealing, [table[int(k)] for k in state.job])
-                    fired = langevin_step(state, atom_forces, cell_forces, noise).where(annealing, fired)
-                state = keep_finite(state, fired)
-                # FIRE's first step (no velocity to judge) follows the last annealing step.
-                first = state.steps <= state.anneal_steps
+                changed = True
+            entering = self._admit(state, incoming, restarts, table, keys)
+            if entering:
+                fresh = FireState.start(entering, self.dtype, self.device)
+                state = fresh if state is None else FireState.concatenate([state, fresh])
+                changed = True
+            if state is None or len(state.n_atoms) == 0:
+                return
+            self.largest_batch = max(self.largest_batch, (len(state.n_atoms), len(state.x)))
+            stages = [job.stages[job.stage] for job in (table[k] for k in state.job.tolist())]
+            if changed:
+                symmetry = self._symmetry([table[k] for k in state.job.tolist()])
+            cell_relaxing = any(stage.cell != "fixed" for stage in stages)
+            # Annealing draws each structure's noise from its job's generator on the host.
+            anneals = any(stage.anneal_steps for stage in stages)
+            interval = 1 if anneals else self.check_every
+            structures = state.structures()
+            if lists is not None:
+                # Lists that might go stale before the next look are renewed now.
+                lists.refresh(structures, margin=0.0 if interval == 1 else lists.skin / 2)
+            # The device's part: ``interval`` steps.
+            for step in range(interval):
+                if step:
+                    structures = state.structures()
+                graph, stale = (None, None) if lists is None else lists.listed(structures, check=step > 0)
+                out = self.potential(structures, graph, forces=True, stress=cell_relaxing)
+                self.model_calls += 1
+                if symmetry is not None:
+                    out["forces"] = symmetry.forces(structures.cell, out["forces"])
+                    if "stress" in out:
+                        out["stress"] = symmetry.stress(structures.cell, out["stress"])
+                atom_forces, cell_forces = filter_forces(state, structures, out, cell_relaxing)
+                state = self._step(
+                    state, out["energy"].detach(), atom_forces.detach(), cell_forces.detach(), stale,
+                    table if anneals else None,
+                )
+
+    def _step(self, state, energy, atom_forces, cell_forces, stale, table) -> FireState:
+        """Judge every structure at this evaluation, then step the ones still relaxing.
+
+        A structure that ends its stage here is frozen as it is (``done``); one whose list may be
+        ``stale`` is neither judged nor stepped.  ``table``: the job table, when a structure may
+        anneal (its noise is drawn from its job's generator).
+        """
+        annealing = state.steps < state.anneal_steps
+        converged = (largest_force(state, atom_forces, cell_forces) < state.fmax) & ~annealing
+        collapsed = collapsing(state)
+        finished = converged | collapsed | state.broken | (state.steps >= state.max_steps)
+        active = ~state.done if stale is None else ~(state.done | stale)
+        ending = finished & active
+        moving = active & ~finished
+        fired = fire_step(state, atom_forces, cell_forces, state.first)
+        if table is not None and bool((annealing & moving).any()):
+            noise = self._noise(state, annealing & moving, [table[k] for k in state.job.tolist()])
+            fired = langevin_step(state, atom_forces, cell_forces, noise).where(annealing, fired, FireState.STEPPED)
+        state = keep_finite(state, fired, moving)
+        return replace(
+            state,
+            # FIRE's first step (no velocity to judge) follows the last annealing step.
+            first=torch.where(moving, state.steps <= state.anneal_steps, state.first),
+            done=state.done | ending,
+            energy=torch.where(ending, energy, state.energy),
+            converged=torch.where(ending, converged, state.converged),
+            collapsed=torch.where(ending, collapsed, state.collapsed),
+        )
+
+    def _admit(self, state, incoming, restarts, table, keys) -> list[tuple[int, Job]]:
+        """Jobs to enter the batch: restarts first, then new ones, while the count and the atom
+        budget allow (a job that does not fit waits at the head of the restarts)."""
+        count = 0 if state is None else len(state.n_atoms)
+        atoms = 0 if state is None else len(state.x)
+        entering = []
+        while count < self.batch_size:
+            job = restarts.popleft() if restarts else next(incoming, None)
+            if job is None:
+                break
+            if self.max_atoms is None:  # a GPU's budget, from the first structure to relax
+                self.max_atoms = device_atom_budget(self.potential, job.atoms, self.device, self.dtype)
+            if self.max_atoms is not None and count and atoms + len(job.atoms) > self.max_atoms:
+                restarts.appendleft(job)
+                break
+            if job.keep_symmetry:
+                job.symmetry = self._symmetry_module().symmetry_of(job.atoms)
+            key = next(keys)
+            table[key] = job
+            entering.append((key, job))
+            count, atoms = count + 1, atoms + len(job.atoms)
+        return entering
+
+    def _retire(self, state: FireState, table: dict, restarts: deque) -> Iterator[Relaxed]:
+        """Take the done structures' jobs out of the table: results, or restarts for a next stage."""
+        finished = torch.nonzero(state.done).flatten()
+        atoms_list = state.structures().select(finished).to_atoms()
+        host = {
+            name: getattr(state, name).index_select(0, finished).tolist()
+            for name in ("job", "steps", "energy", "converged", "collapsed", "broken")
+        }
+        for i, atoms in enumerate(atoms_list):
+            job = table.pop(host["job"][i])
+            job.steps += host["steps"][i]
+            if host["collapsed"][i] or host["broken"][i]:
+                why = "collapsed" if host["collapsed"][i] else "non-finite step"
+                name = f"{job.stages[job.stage].name} ({why})"
+                yield Relaxed(job.key, atoms, host["energy"][i], False, job.steps, name)
+                continue
+            result = self._advance(job, atoms, host["energy"][i], host["converged"][i])
+            if result is None:
+                restarts.append(job)
+            else:
+                yield result
 
     def _noise(self, state: FireState, annealing: torch.Tensor, jobs: list[Job]) -> torch.Tensor:
         """N(0, 1) displacements of the annealing structures' atoms, each from its own job's
@@ -452,13 +584,21 @@ class BatchRelaxer:
             blocks.append(job.rng.standard_normal((n_atoms, 3)) if anneals else np.zeros((n_atoms, 3)))
         return torch.as_tensor(np.concatenate(blocks), dtype=self.dtype, device=self.device)
 
-    def _symmetry(self, jobs: list[Job]) -> BatchSymmetry | None:
-        """The batch's symmetry operations, if one of its structures keeps its symmetry (the
-        others get the identity alone)."""
+    @staticmethod
+    def _symmetry_module():
+        """``search.symmetrize``, imported by the runs that keep symmetry: it loads spglib, SciPy
+        and the evaluation package, which the start-up of every other run can do without."""
+        from respmatch.search import symmetrize
+
+        return symmetrize
+
+    def _symmetry(self, jobs: list[Job]):
+        """The batch's symmetry operations (a ``symmetrize.BatchSymmetry``), if one of its
+        structures keeps its symmetry (the others get the identity alone)."""
         if not any(job.keep_symmetry for job in jobs):
             return None
         identity = [(np.eye(3)[None], np.arange(len(job.atoms))[None]) for job in jobs]
-        return BatchSymmetry.build(
+        return self._symmetry_module().BatchSymmetry.build(
             [job.symmetry if job.keep_symmetry else plain for job, plain in zip(jobs, identity)],
             self.dtype,
             self.device,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 from ase import Atoms
@@ -30,7 +31,9 @@ from respmatch.search.starts import (
     start_rng,
     volume_per_atom_for,
 )
-from respmatch.search.symmetric import SpaceGroupChoice, is_symmetric, space_group_choice, symmetric_start
+
+if TYPE_CHECKING:
+    from respmatch.search.symmetric import SpaceGroupChoice
 
 
 @dataclass(frozen=True)
@@ -122,8 +125,13 @@ def _molecule(spec: SearchSpec, index: int, rng: np.random.Generator) -> Atoms:
 
 def _crystal(spec: SearchSpec, index: int, rng: np.random.Generator) -> Atoms:
     settings = spec.settings
-    if is_symmetric(index, settings.symmetry):
-        return symmetric_start(spec.numbers, spec.cell_volume(index), rng, spec.space_groups, settings.min_distance)
+    if settings.symmetry:
+        # Here, not at the top: the symmetric starts' modules (spglib, pyxtal, the evaluation
+        # package) are for the runs that ask for them, not the start-up of every run.
+        from respmatch.search.symmetric import is_symmetric, symmetric_start
+
+        if is_symmetric(index, settings.symmetry):
+            return symmetric_start(spec.numbers, spec.cell_volume(index), rng, spec.space_groups, settings.min_distance)
     return crystal_start(spec.numbers, spec.cell_volume(index), rng, settings.min_distance, settings.distortion)
 
 
@@ -191,6 +199,8 @@ class SearchSpec:
             if not 0 <= settings.symmetry <= 1:
                 raise RespmatchError(f"--symmetry is the share of symmetric starts, 0 to 1; got {settings.symmetry}")
             # Checks the spec (and that some group fits the composition) even with no symmetric start.
+            from respmatch.search.symmetric import space_group_choice  # as in ``_crystal``
+
             prior = getattr(model, "checkpoint", {}).get("training", {}).get("space_groups")
             space_groups = space_group_choice(numbers, settings.space_groups, prior)
         spec = cls(
