@@ -22,12 +22,14 @@ its model and state in ``benchmarks/state/NAME.pt`` and ``NAME.pt.state``; the s
 
     nice -n 19 python benchmarks/train_builtin.py qm9 --resume > benchmarks/out/qm9-train.log 2>&1 &
     git add benchmarks/state/qm9.pt.state && git commit -m "qm9: training state after N epochs"
+    python benchmarks/train_builtin.py qm9 --status    # epochs so far, and how far the current one got
     python benchmarks/train_builtin.py qm9 --ship      # the best epoch so far -> respmatch/data/qm9.pt
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -38,7 +40,7 @@ import respmatch
 from respmatch.builtin import DATA
 from respmatch.model.checkpoint import atomic_save, load_checkpoint
 from respmatch.search.symmetric import space_group_counts
-from respmatch.train import TrainConfig, save_best
+from respmatch.train import TrainConfig, load_state, save_best
 
 sys.path.insert(0, str(Path(__file__).parent))
 # The benchmarks' splits and settings, one definition each.
@@ -84,12 +86,15 @@ def main() -> None:
                         help="seconds between training states written within an epoch")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--ship", action="store_true", help="copy the trained model into respmatch/data")
+    parser.add_argument("--status", action="store_true", help="print the run's progress from its training state")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     recipe = dict(RECIPES[args.name])
     if args.copies_per_structure:
         recipe["copies_per_structure"] = args.copies_per_structure
     args.out = args.out or STATE / f"{args.name}.pt"
+    if args.status:
+        return status(args.out.with_name(args.out.name + ".state"))
     if args.ship:
         return ship(args.name, args.out, recipe, args.data_dir)
     structures, labels, options = training_data(args.name, recipe, args.data_dir)
@@ -107,6 +112,20 @@ def main() -> None:
     best = result.best
     print(f"best epoch {best['epoch']} of {len(result.history)}: val force RMSE {best['val_forces_rmse']:.4f} eV/Å"
           + (f", stress RMSE {best['val_stress_rmse']:.4f} eV/Å³" if "val_stress_rmse" in best else ""))
+
+
+def status(state_path: Path) -> None:
+    """Every finished epoch's validation figures, and the steps of the epoch in progress."""
+    state = load_state(state_path)
+    print(f"{state_path}: untrained val force RMSE {state['initial']['forces_rmse']:.4f} eV/Å")
+    for h in state["history"]:
+        print(f"epoch {h['epoch']}: val force RMSE {h['val_forces_rmse']:.4f} eV/Å, loss {h['val_loss']:.5f}, "
+              f"lr {h['lr']:.1e}, {h['seconds']:.0f} s")
+    partial = state.get("partial")
+    if partial:
+        copies, batch = state["label_config"]["copies_per_structure"], state["meta"]["train_config"]["batch_size"]
+        total = f" of {math.ceil(state['meta']['n_train'] * copies / batch)}" if copies else ""
+        print(f"epoch {partial['epoch']}: {partial['steps']}{total} steps in {partial['seconds']:.0f} s so far")
 
 
 def ship(name: str, trained: Path, recipe: dict, data_dir: Path) -> None:
