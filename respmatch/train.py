@@ -3,8 +3,10 @@
 Adam (AMSGrad) with gradient clipping, an exponential moving average (EMA) of the weights that is
 what gets validated and saved, reduce-on-plateau on the validation loss, and early stopping.
 Validation uses a fixed labelled set (held-out structures when there are enough, otherwise fresh
-noise on the training structures).  After every epoch the full training state is written next
-to the model, so an interrupted run continues with ``resume=True`` from the last finished epoch.
+noise on the training structures).  After every epoch (and, with ``state_every``, within one) the
+full training state is written next to the model, so an interrupted run continues with
+``resume=True`` where its state was written; ``save_best`` writes the model of a state's best
+epoch so far, so that a run still in progress can ship it.
 """
 
 from __future__ import annotations
@@ -218,8 +220,14 @@ def train(
     resume: bool = False,
     progress: bool = True,
     dtype=torch.float32,
+    state_every: float | None = None,
 ) -> TrainResult:
-    """Train a Response Matching model on equilibrium ``structures`` and save it to ``out``."""
+    """Train a Response Matching model on equilibrium ``structures`` and save it to ``out``.
+
+    ``state_every`` (seconds): also write the training state within an epoch this often, so that
+    a run whose epochs take long (all of QM9 on one core) loses at most that much when stopped.
+    A resumed epoch redraws the same labels and order and skips the steps already taken.
+    """
     config = config or TrainConfig()
     copy_weights(torch.ones(1), config.noise_weighting)  # refuse an unknown weighting up front
     if config.epochs < 1 or config.batch_size < 1:
@@ -262,11 +270,9 @@ def train(
     history, best, start_epoch = [], {"loss": math.inf, "epoch": -1}, 0
     initial, best_weights = {}, None
     identity = run_identity(structures, preset, label_config, model.config, config)
+    partial = {}  # how far the epoch after the state's last finished one had got
     if resume and state_path.exists():
-        try:
-            state = torch.load(state_path, map_location="cpu", weights_only=True)
-        except Exception as error:
-            raise RespmatchError(f"{state_path}: unreadable training state, cannot resume: {error}") from error
+        state = load_state(state_path)
         if "identity" not in state:
             raise RespmatchError(
                 f"{state_path}: written by an older respmatch that did not record its data and "
@@ -289,6 +295,7 @@ def train(
             ) from error
         history, best, start_epoch = state["history"], state["best"], state["epoch"] + 1
         initial, best_weights = state["initial"], state["best_weights"]
+        partial = state.get("partial") or {}
 
     validation = draw_labels(
         Structures.from_atoms(val_set, dtype=dtype),
@@ -307,6 +314,28 @@ def train(
         # The prior of symmetric starts (``--space-groups prior``): groups of the training crystals.
         "space_groups": space_group_counts(structures) if preset == "crystal" else {},
     }
+
+    def save_state(finished_epoch: int, partial: dict) -> None:
+        atomic_save(
+            {
+                "model": model.state_dict(),
+                "ema": ema.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "history": history,
+                "best": best,
+                "initial": initial,
+                "best_weights": best_weights,
+                "identity": identity,
+                "epoch": finished_epoch,
+                "partial": partial,
+                # what save_best needs to write the best model without the training data
+                "meta": meta,
+                "label_config": label_config.to_dict(),
+                "model_config": model.config.to_dict(),
+            },
+            state_path,
+        )
     bar = tqdm(
         range(start_epoch, config.epochs),
         initial=start_epoch,
@@ -322,8 +351,10 @@ def train(
         labelled = draw_labels(train_structures, label_config, generator)
         order = torch.randperm(labelled.n_structures, generator=generator)
         model.train()
-        train_loss, n_steps = 0.0, 0
-        for index in order.split(config.batch_size):
+        done = partial if partial.get("epoch") == epoch else {}
+        train_loss, n_steps, earlier = done.get("train_loss", 0.0), done.get("steps", 0), done.get("seconds", 0.0)
+        last_saved = time.perf_counter()
+        for index in order.split(config.batch_size)[n_steps:]:
             batch = labelled.select(index)
             terms = loss_terms(model, batch, create_graph=True, noise_weighting=config.noise_weighting)
             loss = weighted(terms, config)
@@ -334,6 +365,10 @@ def train(
             ema.update_parameters(model)
             train_loss += float(loss.detach())
             n_steps += 1
+            if state_every is not None and time.perf_counter() - last_saved >= state_every:
+                seconds = earlier + time.perf_counter() - started
+                save_state(epoch - 1, {"epoch": epoch, "steps": n_steps, "train_loss": train_loss, "seconds": seconds})
+                last_saved = time.perf_counter()
         ema.module.eval()
         metrics = evaluate(ema.module, validation, config)
         check_epoch(epoch, train_loss, metrics["loss"], initial)
@@ -342,28 +377,14 @@ def train(
             "epoch": epoch,
             "train_loss": train_loss / n_steps,
             "lr": optimizer.param_groups[0]["lr"],
-            "seconds": time.perf_counter() - started,
+            "seconds": earlier + time.perf_counter() - started,
             **{f"val_{k}": v for k, v in metrics.items()},
         }
         history.append(record)
         if metrics["loss"] < best["loss"] * (1 - config.min_improvement):
             best = {"loss": metrics["loss"], "epoch": epoch, **record}
             best_weights = {k: v.detach().clone() for k, v in ema.module.state_dict().items()}
-        atomic_save(
-            {
-                "model": model.state_dict(),
-                "ema": ema.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "history": history,
-                "best": best,
-                "initial": initial,
-                "best_weights": best_weights,
-                "identity": identity,
-                "epoch": epoch,
-            },
-            state_path,
-        )
+        save_state(epoch, {})
         bar.set_postfix(
             loss=f"{record['train_loss']:.4f}",
             val_f=f"{metrics['forces_rmse']:.4f}",
@@ -382,3 +403,25 @@ def train(
         training={**meta, "best": best, "history": history},
     )
     return TrainResult(model=final.eval(), history=history, best=best, initial=initial)
+
+
+def load_state(state_path) -> dict:
+    """The training state ``train`` writes next to its model (``MODEL.state``)."""
+    try:
+        return torch.load(state_path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise RespmatchError(f"{state_path}: unreadable training state: {error}") from error
+
+
+def save_best(state_path, out) -> dict:
+    """Write to ``out`` the model of a training state's best epoch so far, with the training
+    record up to that state (as ``train`` writes at its end); return that record."""
+    state = load_state(state_path)
+    if "meta" not in state:
+        raise RespmatchError(f"{state_path}: written by an older respmatch; resume it once to save its best model")
+    check_learnt(state["history"], state["best"], state["initial"], state["meta"]["train_config"]["min_improvement"])
+    model = Denoiser(ModelConfig.from_dict(state["model_config"]))
+    model.load_state_dict(state["best_weights"])
+    training = {**state["meta"], "best": state["best"], "history": state["history"]}
+    save_model(out, model, label_config=state["label_config"], training=training)
+    return training

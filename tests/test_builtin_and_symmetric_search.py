@@ -38,12 +38,19 @@ def test_builtin_models_ship_load_and_generate(name, tmp_path, capsys):
     model = respmatch.load_model(name)
     training = model.checkpoint["training"]
     assert training["history"] and training["best"]["val_forces_rmse"] < training["initial"]["forces_rmse"]
-    composition, extra = {"mp20": ("SrTiO3", []), "perov5": ("SrTiO3", []),
-                          "diamond": ("C4", ["--volume-per-atom", "5.0"])}[name]
+    ranked = ["--tries", "3", "--keep", "2"]  # a ranked crystal search; molecules are judged instead
+    composition, extra, expected = {
+        "mp20": ("SrTiO3", ranked, "lowest distinct structures"),
+        "perov5": ("SrTiO3", ranked, "lowest distinct structures"),
+        "diamond": ("C4", [*ranked, "--volume-per-atom", "5.0"], "lowest distinct structures"),
+        "qm9": ("C6H6O", ["--n", "3"], "3 structures in"),
+    }[name]
     out = tmp_path / "run.db"
-    assert main(["generate", "--model", name, "--composition", composition, "--tries", "3", "--keep", "2",
-                 "--out", str(out), "--quiet", "--option", "stage0.max_steps=5", *extra]) == 0
-    assert len(read_run(out)) == 3 and "lowest distinct structures" in capsys.readouterr().out
+    assert main(["generate", "--model", name, "--composition", composition, "--out", str(out), "--quiet",
+                 "--option", "stage0.max_steps=5", *extra]) == 0
+    stored = read_run(out)
+    assert len(stored) == 3 and expected in capsys.readouterr().out
+    assert all(a.pbc.any() == (name != "qm9") for a in stored)  # crystals from crystal models only
     assert main(["info", name]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["built_in"] == BUILTIN_MODELS[name] and info["epochs_run"] == len(training["history"])
@@ -69,4 +76,4 @@ def test_bad_symmetry_input_is_one_clear_line(tmp_path, capsys, arguments, messa
 def test_unknown_builtin_model_is_one_clear_line(tmp_path, capsys):
     assert main(["info", "mp21"]) == 2
     error = capsys.readouterr().err.strip()
-    assert "mp21: no such model file, and no built-in model of that name (built-in: diamond, mp20, perov5)" in error
+    assert "mp21: no such model file, and no built-in model of that name (built-in: diamond, mp20, perov5, qm9)" in error

@@ -1,5 +1,6 @@
 """Training end to end on a diamond cell built in code: the loss falls, the model denoises."""
 
+import importlib
 from contextlib import suppress
 
 import numpy as np
@@ -11,7 +12,10 @@ from ase.optimize import FIRE
 import respmatch
 from respmatch.errors import RespmatchError
 from respmatch.labels import label_preset
-from respmatch.train import TrainConfig, fit_element_volumes, preset_for
+from respmatch.model import load_checkpoint
+from respmatch.train import TrainConfig, fit_element_volumes, load_state, preset_for, save_best
+
+train_module = importlib.import_module("respmatch.train")  # respmatch.train is also the function
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +68,47 @@ def test_resume_continues_where_it_stopped(diamond, tmp_path):
     assert [h["epoch"] for h in resumed.history] == [0, 1, 2, 3]
     for a, b in zip(full.history, resumed.history):
         assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-5)
+
+
+def test_resume_within_an_epoch_continues_exactly(diamond, tmp_path, monkeypatch):
+    """A run stopped mid-epoch (its state written after every step) resumes at the step it
+    reached, with the labels and order of that epoch: the same history as an unbroken run; and
+    save_best writes from the final state the model that train wrote."""
+    labels = label_preset("crystal", noise_levels=(0, 1, 2, 4), strain_scales=(-0.05, 0.0, 0.05))
+    common = dict(label_config=labels, progress=False, model_options={"cutoff": 3.0},
+                  config=TrainConfig(epochs=2, batch_size=2, early_stop_patience=5))
+    original, steps = train_module.loss_terms, []
+
+    def counted(*args, create_graph, **kwargs):  # training steps build the graph, validation not
+        if create_graph:
+            steps.append(1)
+            if len(steps) == stop_at:
+                raise KeyboardInterrupt
+        return original(*args, create_graph=create_graph, **kwargs)
+
+    monkeypatch.setattr(train_module, "loss_terms", counted)
+    stop_at = None
+    full = respmatch.train([diamond], tmp_path / "full.pt", **common)
+    per_epoch = len(steps) // 2
+    steps.clear()
+    stop_at = per_epoch + 3  # two steps of the second epoch taken, the third interrupted
+    path = tmp_path / "m.pt"
+    with pytest.raises(KeyboardInterrupt):
+        respmatch.train([diamond], path, state_every=0, **common)
+    state = load_state(tmp_path / "m.pt.state")
+    assert state["epoch"] == 0 and state["partial"]["epoch"] == 1 and state["partial"]["steps"] == 2
+    steps.clear()
+    stop_at = None
+    resumed = respmatch.train([diamond], path, resume=True, **common)
+    assert len(steps) == per_epoch - 2
+    assert [h["epoch"] for h in resumed.history] == [0, 1]
+    for a, b in zip(full.history, resumed.history):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-5)
+    save_best(tmp_path / "m.pt.state", tmp_path / "best.pt")
+    written, saved = load_checkpoint(path), load_checkpoint(tmp_path / "best.pt")
+    assert saved["training"] == written["training"] and saved["model_config"] == written["model_config"]
+    assert all(torch.equal(saved["state_dict"][k], v) for k, v in written["state_dict"].items())
 
 
 def test_element_volumes_least_squares():
