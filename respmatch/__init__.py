@@ -10,6 +10,8 @@ from respmatch.labels import LabelConfig, draw_labels, export_labels, label_pres
 from respmatch.model import Denoiser, ModelConfig, load_model, model_checksum
 from respmatch.reporting import report
 from respmatch.search.generate import generate
+from respmatch.predict.pipeline import predict
+from respmatch.predict.settings import PredictSettings
 from respmatch.search.spec import SearchSpec, search_preset
 from respmatch.potential import Potential
 from respmatch.recheck import recheck
@@ -23,6 +25,7 @@ __all__ = [
     "LabelConfig",
     "ModelConfig",
     "Potential",
+    "PredictSettings",
     "ResponseMatchingCalculator",
     "StructureError",
     "Structures",
@@ -34,6 +37,7 @@ __all__ = [
     "label_preset",
     "load_model",
     "model_checksum",
+    "predict",
     "read_structures",
     "SearchSpec",
     "report",

@@ -23,7 +23,7 @@ from plotly.offline import get_plotlyjs
 
 from respmatch.evaluate import Evaluation
 from respmatch.evaluate.result import format_value
-from respmatch.reporting import cards, figures, judge, recheck
+from respmatch.reporting import cards, figures, funnel, judge, recheck
 from respmatch.reporting.runs import Run
 
 _PACKAGE = resources.files("respmatch.reporting")
@@ -166,6 +166,7 @@ def page_data(runs: list[Run], evaluations: dict[int, Evaluation], structures: i
         "models": list(models.values()),
         "judged": judged,
         "recheck": physical_summary,
+        "funnels": [f for f in map(funnel.section, runs) if f is not None],
         "client": {
             "table": table,
             "files": files,

@@ -17,6 +17,8 @@ from ase import Atoms
 from ase.db.core import YEAR
 
 from respmatch.errors import RespmatchError
+from respmatch.predict.funnel import read_funnel
+from respmatch.predict.store import has_stages
 from respmatch.record import RECORD_KEYS
 from respmatch.store import open_existing
 
@@ -35,6 +37,7 @@ class Run:
     rows: list[dict]
     read: Callable[[list[int]], list[Atoms]] = field(repr=False)  # row positions -> structures
     seconds: float | None = None  # wall time over which the structures were written
+    funnel: dict | None = None  # a predict run's stages (predict.funnel.read_funnel)
 
 
 def summary(atoms_numbers, cell, pbc, pairs: dict, composition: str) -> dict:
@@ -76,7 +79,7 @@ def read_database(path: str | Path) -> Run:
             ]
     except (sqlite3.DatabaseError, ValueError, KeyError) as error:
         raise RespmatchError(f"{path}: not a respmatch run database ({error})") from None
-    if parameters and "composition" not in parameters:
+    if parameters and "composition" not in parameters and "formulas" not in parameters:
         raise RespmatchError(f"{path}: not a respmatch run (its parameters name no composition)")
     # A run's rows carry the whole record; a re-check's own database at least each structure's index.
     required, writer = (RECORD_KEYS, "respmatch generate") if parameters else (("index",), "respmatch generate or recheck")
@@ -111,6 +114,7 @@ def read_database(path: str | Path) -> Run:
         read=read,
         # a re-check's own database writes all its rows at once: no search time to show
         seconds=(max(ctimes) - min(ctimes)) * YEAR if len(selected) > 1 and parameters else None,
+        funnel=read_funnel(path, parameters) if "formulas" in parameters and has_stages(path) else None,
     )
 
 
