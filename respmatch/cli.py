@@ -1,4 +1,4 @@
-"""Command line: ``respmatch train | label | info | generate | recheck | export | evaluate | report | demo``."""
+"""Command line: ``respmatch train | label | info | generate | recheck | export | evaluate | report | demo | predict``."""
 
 from __future__ import annotations
 
@@ -258,6 +258,56 @@ def cmd_demo(args) -> None:
     )
 
 
+def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
+    from respmatch.predict.settings import PredictSettings
+    from respmatch.predict.shortlist import SCORES
+
+    d = PredictSettings()
+    parser.add_argument("formulas", nargs="+", metavar="FORMULA", help="one cell's formula, e.g. SrTiO3 or Sr2Ti2O6")
+    parser.add_argument("--model", default="mp20", help="a checkpoint or a built-in model (default mp20)")
+    parser.add_argument("--out", required=True, help="the run database to write (RUN.db)")
+    parser.add_argument("--tries", type=positive_int, default=d.tries, help=f"M: search tries per formula (default {d.tries})")
+    parser.add_argument("--keep", type=positive_int, default=d.keep, help=f"K: distinct structures shortlisted (default {d.keep})")
+    parser.add_argument("--relax", type=positive_int, default=d.relax,
+                        help=f"of those, relaxed fully: the lowest after the screen (default {d.relax})")
+    parser.add_argument("--score", choices=SCORES, default=d.score, help=f"shortlist pre-score (default {d.score})")
+    parser.add_argument("--potential", default=d.potential, help=f"sevennet-0 or chgnet (default {d.potential})")
+    parser.add_argument("--screen-steps", type=positive_int, default=d.screen_steps,
+                        help=f"steps of the short relaxation of every shortlisted structure (default {d.screen_steps})")
+    parser.add_argument("--fmax", type=float, default=d.fmax, help=f"full relaxation threshold, eV/Å (default {d.fmax})")
+    parser.add_argument("--max-steps", type=positive_int, default=d.max_steps, help=f"full relaxation step cap (default {d.max_steps})")
+    parser.add_argument("--symmetry", type=float, default=d.symmetry, help=f"share of symmetric starts (default {d.symmetry})")
+    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--cif-dir", metavar="DIR", help="write DIR/FORMULA/RANK.cif for every ranked structure")
+    parser.add_argument("--report", metavar="HTML", help="write the HTML report of the run, funnel included")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run; stored stages are not repeated")
+    parser.add_argument("--batch-size", type=positive_int, default=64, help="structures the search relaxes at once")
+    parser.add_argument("--physics-batch-size", type=positive_int, default=16, help="cells per potential call")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    add_cluster_options(parser)
+    parser.add_argument("--threads", type=positive_int, help="torch CPU threads")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def cmd_predict(args) -> None:
+    from respmatch.predict.pipeline import predict
+    from respmatch.predict.settings import PredictSettings
+
+    settings = PredictSettings(
+        tries=args.tries, keep=args.keep, relax=args.relax, score=args.score, potential=args.potential,
+        screen_steps=args.screen_steps, fmax=args.fmax, max_steps=args.max_steps, symmetry=args.symmetry, seed=args.seed,
+    )
+    result = predict(
+        args.formulas, args.model, args.out, settings=settings, resume=args.resume, cif_dir=args.cif_dir,
+        report=args.report, batch_size=args.batch_size, physics_batch_size=args.physics_batch_size,
+        device=args.device, workers=args.workers, scheduler=args.scheduler, progress=not args.quiet,
+    )
+    print(result["table"])
+    spent = ", ".join(f"{stage} {t['wall_s']:.0f} s" for stage, t in result["time"].items() if t)
+    print(f"\ntime: {spent}; run {result['out']}"
+          + (f"; CIFs in {args.cif_dir}" if args.cif_dir else "") + (f"; report {args.report}" if args.report else ""))
+
+
 def add_cluster_options(parser: argparse.ArgumentParser) -> None:
     """--workers N / --scheduler ADDRESS: run on Dask workers, this process writing the results."""
     parser.add_argument(
@@ -440,6 +490,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--threads", type=positive_int, help="torch CPU threads")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(func=cmd_demo)
+
+    predict = commands.add_parser("predict", help="the structure of a formula: search, distinct, physics, ranking")
+    add_predict_arguments(predict)
+    predict.set_defaults(func=cmd_predict, resumable=True)
 
     info = commands.add_parser("info", help="describe a trained model")
     info.add_argument("model")
