@@ -250,11 +250,15 @@ def cmd_demo(args) -> None:
     settings = DemoSettings(**checked_options(DemoSettings, _key_values(args.option, "--option"), "--option"))
     result = run_demo(args.out, settings, progress=not args.quiet)
     print(result["table"])
+    if result["prediction"]:
+        print(f"\n{result['prediction']}")
     timings = result["timings"]
+    predicted = f", predict {timings['predict_s']:.0f} s" if "predict_s" in timings else ""
     print(
         f"\ntrain {timings['train_s']:.0f} s, generate {timings['generate_s']:.0f} s, "
-        f"evaluate {timings['evaluate_s']:.0f} s, report {timings['report_s']:.0f} s; wrote "
+        f"evaluate {timings['evaluate_s']:.0f} s{predicted}, report {timings['report_s']:.0f} s; wrote "
         f"{args.out}/generated.extxyz, evaluation.txt, evaluation.json, carbon_map.png, report.html"
+        + (", predict.db, predicted/" if result["prediction"] else "")
     )
 
 
