@@ -91,13 +91,14 @@ def predict(
         if missing:
             raise RespmatchError(f"{formula}: potential {settings.potential} does not cover element(s) "
                                  f"{', '.join(chemical_symbols[z] for z in missing)}")
+    first = specs[formulas[0]]
     parameters = {
         "formulas": formulas,
         **settings.parameters(),
         "preset": "crystal",
-        "search": spec.parameters()["search"],
+        "search": first.parameters()["search"],
         "model": model_name,
-        "model_sha256": spec.model_sha256,
+        "model_sha256": first.model_sha256,
         "batch_size": batch_size,
         "device": device,
     }
@@ -135,13 +136,12 @@ class Funnel:
     def __init__(self, runs: RunStore, stages: StageStore, specs: dict, settings: PredictSettings, client, progress):
         self.runs, self.stages, self.specs, self.settings = runs, stages, specs, settings
         self.client, self.progress = client, progress
-        self.offset = {formula: k * settings.tries for k, formula in enumerate(specs)}
+        self.formulas = list(specs)
 
     def search(self, model, batch_size: int, device: str) -> None:
         """M tries per formula, stored row by row; try i of formula k is run index k·M + i."""
-        done = self.runs.done_indices()
-        items = [(self.offset[f] + i, spec, i) for f, spec in self.specs.items() for i in range(spec.n)
-                 if self.offset[f] + i not in done]
+        done, m = self.runs.done_indices(), self.settings.tries
+        items = [(k * m + i, spec, i) for k, spec in enumerate(self.specs.values()) for i in range(m) if k * m + i not in done]
         if not items:
             return
         with timed(self.stages, "search"), tqdm(total=len(items), desc="search", unit="try", disable=not self.progress) as bar:
@@ -149,7 +149,7 @@ class Funnel:
                                  client=self.client):
                 rows = []
                 for key, atoms, record in group:
-                    formula = next(f for f, start in self.offset.items() if start <= key < start + self.settings.tries)
+                    formula = self.formulas[key // m]
                     rows.append((atoms, replace(record, index=key), {"composition": formula, "try": record.index}))
                 self.runs.write_many(rows)
                 bar.update(len(rows))
