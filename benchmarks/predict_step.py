@@ -32,7 +32,7 @@ from respmatch.predict.groups import distinct_tries
 from respmatch.predict.physics import atoms_of
 from respmatch.predict.shortlist import SCORES, shortlist
 from respmatch.predict.store import StageStore
-from respmatch.recheck.potentials import batched_potential
+from respmatch.recheck.potentials import ase_calculator, batched_potential
 from respmatch.search.relax import BatchRelaxer, Job, Stage
 from respmatch.search.spec import SearchSpec
 from respmatch.store import read_run
@@ -49,11 +49,36 @@ def add_options(parser) -> None:
     group.add_argument("--predict-resume", action="store_true", help="continue the funnel's run database")
     group.add_argument("--reach-sizes", default="5,10,20", help="K values of the shortlist-reach table")
     group.add_argument("--reach-tries", default="20,50", help="smaller M for the reach table: the first M tries regrouped")
+    group.add_argument("--second-potential", default="chgnet",
+                       help="single points of the ranked structures, to measure it as a tie-breaker ('' : none)")
     group.add_argument("--baseline", choices=["plain-uMLIP"], help="also relax the starts directly, same CPU budget")
 
 
 def matches(matcher, atoms, references) -> bool:
     return best_rms(matcher, to_structure(atoms), references) is not None
+
+
+TIE_WINDOWS = (0.01, 0.025, 0.05, 1.0)  # eV/atom of the first potential
+
+
+def second_energies(name: str, structures: list) -> list[float] | None:
+    """Energies per atom of the structures with a second potential (single points), if asked."""
+    if not name or not structures:
+        return None
+    energies = []
+    for atoms in structures:
+        atoms.calc = ase_calculator(name)
+        energies.append(atoms.get_potential_energy() / len(atoms))
+    return energies
+
+
+def tie_break(ranking: list[dict], second: list[float], matched: list[bool], window: float) -> bool:
+    """Whether the pick is right when the structures within ``window`` of the lowest are ranked
+    by the mean of both potentials' energies above their own lowest among them."""
+    near = [k for k, e in enumerate(ranking) if e["above_lowest"] <= window]
+    low = min(second[k] for k in near)
+    pick = min(near, key=lambda k: ranking[k]["above_lowest"] + second[k] - low)
+    return matched[pick]
 
 
 def at1_with(row: dict, r: int) -> bool:
@@ -104,8 +129,10 @@ def run(model, chosen: dict, out_dir, args) -> dict:
         for r in range(1, len(order) + 1):
             pick = min(order[:r], key=lambda k: mine[k]["energy_per_atom"])
             by_r[r] = relaxed_match[pick]
+        second = second_energies(args.second_potential, [atoms_of(relaxed[f"{formula}#{e['best']}"]) for e in ranking])
         row = {
             "formula": formula,
+            "tie_break": {w: tie_break(ranking, second, ranked_match, w) for w in TIE_WINDOWS} if second else {},
             "reach_m": reach_m,
             "at1_by_relaxed": by_r,
             "any_try": any(group_match),
@@ -136,6 +163,8 @@ def run(model, chosen: dict, out_dir, args) -> dict:
         "time": result["time"], "groups_per_formula": statistics.mean(r["groups"] for r in rows),
         "mean_steps_from_rm": statistics.mean(s for r in rows for s in r["relax_steps"]) if rows else None,
         "picks_missed": [dict(formula=r["formula"], **r["pick"]) for r in rows if "pick" in r],
+        "at1_tie_break": {w: sum(r["tie_break"][w] for r in rows if r["tie_break"]) / n for w in TIE_WINDOWS}
+        if args.second_potential else {},
         "at1_by_relaxed": {r: sum(at1_with(row, r) for row in rows) / n for r in range(1, args.predict_relax + 1)},
         "reach_by_tries": {m: {"any": sum(r["reach_m"][m]["any"] for r in rows) / n,
                                **{s: {k: sum(r["reach_m"][m][s][k] for r in rows) / n for k in sizes} for s in SCORES}}
@@ -157,6 +186,10 @@ def run(model, chosen: dict, out_dir, args) -> dict:
             f"{s} " + "/".join(f"{reach[s][k]:.0%}" for k in sizes) for s in SCORES) + f" (K={'/'.join(map(str, sizes))})")
     print("@1 with fewer full relaxations (the r lowest after the screen): "
           + ", ".join(f"r={r} {v:.1%}" for r, v in summary["at1_by_relaxed"].items()))
+    if summary["at1_tie_break"]:
+        print(f"@1 with {args.second_potential} single points as a tie-breaker among the ranked structures within a "
+              "window of the lowest (mean of both potentials' energies above their own lowest): "
+              + ", ".join(f"{w * 1000:.0f} meV/atom {v:.1%}" for w, v in summary["at1_tie_break"].items()))
     for miss in summary["picks_missed"]:
         print(f"  pick missed {miss['formula']}: right one {miss['gap'] * 1000:+.1f} meV/atom above the first; "
               f"converged: right {miss['right_converged']}, first {miss['first_converged']}")
