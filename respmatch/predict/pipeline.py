@@ -125,9 +125,13 @@ def predict(
 
 @contextmanager
 def timed(stages: StageStore, stage: str):
+    """Add the block's seconds to the stage's stored time, also when it is interrupted (a resumed
+    run's cost is the sum of its passes)."""
     wall, cpu = time.perf_counter(), time.process_time()
-    yield
-    stages.add_time(stage, time.perf_counter() - wall, time.process_time() - cpu)
+    try:
+        yield
+    finally:
+        stages.add_time(stage, time.perf_counter() - wall, time.process_time() - cpu)
 
 
 class Funnel:
