@@ -176,7 +176,7 @@ def predict_step(out_dir: Path, settings: DemoSettings, progress: bool) -> dict:
     path = out_dir / "predict.db"
     temporary = temporary_path(path)
     temporary.unlink(missing_ok=True)  # what a killed demo left
-    funnel = PredictSettings(tries=settings.predict_tries, keep=5, relax=2, seed=settings.seed)
+    funnel = PredictSettings(tries=settings.predict_tries, keep=4, relax=2, screen_steps=20, seed=settings.seed)
     result = predict(settings.predict_formula, "mp20", temporary, settings=funnel,
                      cif_dir=out_dir / "predicted", progress=progress)
     os.replace(temporary, path)
