@@ -17,7 +17,7 @@ from respmatch.errors import RespmatchError
 from respmatch.evaluate.ranking import MATCHER_TOLERANCES, to_structure
 from respmatch.predict import groups as grouping
 from respmatch.predict import physics, pipeline
-from respmatch.predict.output import COLUMNS
+from respmatch.predict.output import COLUMNS, ranking_table
 from respmatch.predict.settings import PredictSettings
 from respmatch.predict.shortlist import shortlist
 from respmatch.predict.store import StageStore
@@ -67,7 +67,8 @@ def test_funnel_finds_diamond_and_writes_table_cifs_and_report(standin, tmp_path
     assert all(entry["found"] >= 1 for entry in ranking)
     # The table: the columns, one row per ranked structure.
     lines = result["table"].splitlines()
-    assert lines[1].split("  ") == list(COLUMNS) and len(lines) == 2 + len(ranking)
+    ties = sum(entry["above_lowest"] <= 0.01 for entry in ranking) > 1
+    assert lines[1].split("  ") == list(COLUMNS) and len(lines) == 2 + len(ranking) + ties
     # One CIF per ranked structure, FORMULA/RANK.cif, rank 1 the lowest energy: diamond.
     files = sorted(p.relative_to(tmp_path / "cifs").as_posix() for p in (tmp_path / "cifs").rglob("*"))
     assert files == ["C2"] + [f"C2/{rank}.cif" for rank in range(1, len(ranking) + 1)]
@@ -144,6 +145,17 @@ def test_a_run_killed_during_the_physics_relaxes_only_what_is_missing(standin, t
         (["C2", "--keep", "2", "--relax", "3"], "relax at most keep"),
     ],
 )
+def test_near_degenerate_ranks_are_called_a_tie():
+    entry = {"space_group": "P1 (1)", "found": 1, "pseudo_energy_per_atom": 0.1, "relaxed_into": 1, "converged": True}
+    ranking = [{**entry, "energy_per_atom": -5.0, "above_lowest": 0.0},
+               {**entry, "energy_per_atom": -4.995, "above_lowest": 0.005},
+               {**entry, "energy_per_atom": -4.9, "above_lowest": 0.1}]
+    counts = {"X": {"tries": 3, "converged": 3, "groups": 3, "shortlisted": 3, "relaxed": 3, "final": 3}}
+    table = ranking_table({"X": ranking}, counts)
+    assert table.splitlines()[-1].strip().startswith("ranks 1-2 lie within 10 meV/atom")
+    assert "lie within" not in ranking_table({"X": ranking[::2]}, counts)
+
+
 def test_bad_input_is_one_line_before_any_work(arguments, message, trained_diamond, tmp_path, capsys):
     out = tmp_path / "run.db"
     assert main(["predict", *arguments, "--model", str(trained_diamond[0]), "--out", str(out), "--quiet"]) == 2

@@ -10,6 +10,9 @@ from ase.io import write
 
 from respmatch.files import atomic_path
 
+# eV/atom: SevenNet-0 put a wrong polymorph up to 10 meV/atom below the right one, both relaxations
+# converged, and a second potential did not settle it (docs/results.md, "Predict: the funnel").
+TIE = 0.01
 COLUMNS = ("rank", "E/atom (eV)", "E above lowest (eV/atom)", "space group", "found by", "Ẽ/atom (eV)", "relaxed into")
 
 
@@ -32,6 +35,10 @@ def ranking_table(rankings: dict[str, list[dict]], counts: dict[str, dict]) -> s
             )
         if not ranking:
             lines.append("  (no candidate could be relaxed)")
+        ties = sum(entry["above_lowest"] <= TIE for entry in ranking)
+        if ties > 1:
+            lines.append(f"  ranks 1-{ties} lie within {TIE * 1000:.0f} meV/atom of each other: within the "
+                         "potential's error between polymorphs, a tie")
         lines.append("")
     return "\n".join(lines).rstrip()
 

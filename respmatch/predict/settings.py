@@ -17,12 +17,12 @@ from respmatch.recheck.potentials import potential_info
 class PredictSettings:
     tries: int = 100  # M: search tries per formula
     keep: int = 10  # K: distinct structures shortlisted for the physics
-    relax: int = 5  # of those, relaxed fully (the lowest after the screen)
+    relax: int = 2  # of those, relaxed fully (the lowest after the screen)
     score: str = DEFAULT_SCORE  # the shortlist's pre-score (predict.shortlist)
     potential: str = "sevennet-0"
     screen_steps: int = 40  # the cheap stage: a short relaxation of every shortlisted structure
     fmax: float = 0.05  # eV/Å, the full relaxation's threshold (atoms and cell)
-    max_steps: int = 300  # of the full relaxation, after the screen's
+    max_steps: int = 150  # of the full relaxation, after the screen's
     symmetry: float = 0.5  # share of symmetric search starts (space groups from the model's prior)
     space_groups: str = "prior"
     seed: int = 0
