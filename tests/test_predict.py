@@ -135,16 +135,6 @@ def test_a_run_killed_during_the_physics_relaxes_only_what_is_missing(standin, t
     assert len(relaxed) == counts["shortlisted"] - 1 + counts["relaxed"]
 
 
-@pytest.mark.parametrize(
-    "arguments, message",
-    [
-        (["SiO2"], "not trained on element"),
-        (["C2", "--potential", "mace"], "unknown potential"),
-        (["C2", "--potential", "gfn2-xtb"], "for molecules"),
-        (["C2", "--tries", "5", "--keep", "6"], "cannot shortlist 6"),
-        (["C2", "--keep", "2", "--relax", "3"], "relax at most keep"),
-    ],
-)
 def test_near_degenerate_ranks_are_called_a_tie():
     entry = {"space_group": "P1 (1)", "found": 1, "pseudo_energy_per_atom": 0.1, "relaxed_into": 1, "converged": True}
     ranking = [{**entry, "energy_per_atom": -5.0, "above_lowest": 0.0},
@@ -156,6 +146,16 @@ def test_near_degenerate_ranks_are_called_a_tie():
     assert "lie within" not in ranking_table({"X": ranking[::2]}, counts)
 
 
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["SiO2"], "not trained on element"),
+        (["C2", "--potential", "mace"], "unknown potential"),
+        (["C2", "--potential", "gfn2-xtb"], "for molecules"),
+        (["C2", "--tries", "5", "--keep", "6"], "cannot shortlist 6"),
+        (["C2", "--keep", "2", "--relax", "3"], "relax at most keep"),
+    ],
+)
 def test_bad_input_is_one_line_before_any_work(arguments, message, trained_diamond, tmp_path, capsys):
     out = tmp_path / "run.db"
     assert main(["predict", *arguments, "--model", str(trained_diamond[0]), "--out", str(out), "--quiet"]) == 2
