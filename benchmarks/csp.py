@@ -13,11 +13,16 @@ the lowest-Ẽ try (1 try) and of any try (k tries), RMSE of matched sites.  MP-
     python benchmarks/csp.py --dataset perov_5
     python benchmarks/csp.py --dataset mp_20 --quick      # smoke test, about a minute
     python benchmarks/csp.py --dataset mp_20 --model M.pt --recheck --recheck-top 5
+    python benchmarks/csp.py --dataset mp_20 --model mp20 --predict --tries 100 --baseline plain-uMLIP
 
 ``--recheck`` judges the held-out tries with a physical potential (default SevenNet-0, single
 points of every try; ``--recheck-relax`` relaxes them): Spearman ρ(Ẽ, E_phys), energy above the
 lowest found per formula (held-out structures checked by the same potential included), and the
 match rate of the lowest-physical-energy try beside the lowest-Ẽ one.
+
+``--predict`` runs ``respmatch predict`` (search → distinct → shortlist → physics → ranking) on the
+held-out formulas instead, with ``--tries`` M; ``--baseline plain-uMLIP`` relaxes the same starts
+directly with the potential on the same CPU budget (benchmarks/predict_step.py).
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from respmatch.search.generate import search_compositions
 from respmatch.search.starts import composition_volume, parse_composition
 from respmatch.train import TrainConfig
 
+import predict_step
 import recheck_step
 
 OUT = Path(__file__).parent / "out"
@@ -223,6 +229,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny smoke settings")
     add_cluster_options(parser)
     recheck_step.add_options(parser, "sevennet-0", top=None, relax=False)
+    predict_step.add_options(parser)
     args = parser.parse_args()
     settings = {**COMMON, **DEFAULTS[args.dataset], **(QUICK if args.quick else {})}
     for key, value in settings.items():
@@ -254,6 +261,10 @@ def main() -> None:
                 symmetry=args.symmetry, space_groups=args.space_groups if args.symmetry else None,
                 keep_symmetry=args.keep_symmetry)
     print(f"relaxation stage caps: {meta['stage_caps']}")
+    if args.predict:  # the funnel makes its own tries
+        meta["predict"] = predict_step.run(args.model or model, chosen, args.out_dir, args)
+        (args.out_dir / "run.json").write_text(json.dumps(meta, indent=1, default=str) + "\n")
+        return
 
     tries = {structures[0].get_chemical_formula(): args.tries for structures in chosen.values()}
     generated, meta["generation"] = search(model, tries, args, "held-out formulas")

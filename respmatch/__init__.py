@@ -30,6 +30,8 @@ _EXPORTS = {
     "load_model": "respmatch.model",
     "model_checksum": "respmatch.model",
     "report": "respmatch.reporting",
+    "predict": "respmatch.predict.pipeline",
+    "PredictSettings": "respmatch.predict.settings",
     "generate": "respmatch.search.generate",
     "SearchSpec": "respmatch.search.spec",
     "search_preset": "respmatch.search.spec",

@@ -49,6 +49,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise ValueError(text)
+    return value
+
+
 def _volume(text: str) -> float | tuple[float, float]:
     values = [float(part) for part in text.split(":")]
     if len(values) > 2 or not all(math.isfinite(v) and v > 0 for v in values) or values != sorted(values):
@@ -59,6 +66,7 @@ def _volume(text: str) -> float | tuple[float, float]:
 positive_int = _type("positive whole number", "a whole number of at least 1", _positive_int)
 non_negative_int = _type("whole number", "a whole number of at least 0", _non_negative_int)
 positive_float = _type("positive number", "a finite number above 0", _positive_float)
+fraction = _type("fraction", "a number from 0 to 1", _fraction)
 volume_range = _type("volume", "Å³ per atom: a number V > 0 or a range A:B with 0 < A ≤ B", _volume)
 
 

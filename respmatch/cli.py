@@ -1,4 +1,4 @@
-"""Command line: ``respmatch train | label | info | generate | recheck | export | evaluate | report | demo``.
+"""Command line: ``respmatch train | label | info | generate | recheck | export | evaluate | report | demo | predict``.
 
 A thin shell over the Python API: each command is a pair of small functions, one that adds its
 arguments (``*_arguments``) and one that calls the API and prints (``run_*``).  Everything a
@@ -22,6 +22,7 @@ from respmatch.arguments import (
     Parser,
     database,
     figure_path,
+    fraction,
     one_line,
     non_negative_int,
     positive_float,
@@ -333,10 +334,61 @@ def run_demo(args) -> None:
     settings = DemoSettings(**checked_options(DemoSettings, _key_values(args.option, "--option"), "--option"))
     result = demo(args.out, settings, progress=not args.quiet)
     print(result["table"])
+    if result["prediction"]:
+        print(f"\n{result['prediction']}")
     timings = result["timings"]
+    predicted = f", predict {timings['predict_s']:.0f} s" if "predict_s" in timings else ""
     print(f"\ntrain {timings['train_s']:.0f} s, generate {timings['generate_s']:.0f} s, "
-          f"evaluate {timings['evaluate_s']:.0f} s, report {timings['report_s']:.0f} s; wrote "
-          f"{args.out}/generated.extxyz, evaluation.txt, evaluation.json, carbon_map.png, report.html")
+          f"evaluate {timings['evaluate_s']:.0f} s{predicted}, report {timings['report_s']:.0f} s; wrote "
+          f"{args.out}/generated.extxyz, evaluation.txt, evaluation.json, carbon_map.png, report.html"
+          + (", predict.db, predicted/" if result["prediction"] else ""))
+
+
+def predict_arguments(p: CommandParser) -> None:
+    from respmatch.predict.settings import PredictSettings
+    from respmatch.predict.shortlist import SCORES
+
+    d = PredictSettings()
+    p.add_argument("formulas", nargs="+", metavar="FORMULA", help="one cell's formula, e.g. SrTiO3 or Sr2Ti2O6")
+    p.add_input("--model", default="mp20", help="a checkpoint or a built-in model (default mp20)")
+    p.add_output("--out", kind="run database", type=run_file, required=True, help="the run database to write (RUN.db)")
+    p.add_argument("--tries", type=positive_int, default=d.tries, help=f"M: search tries per formula (default {d.tries})")
+    p.add_argument("--keep", type=positive_int, default=d.keep, help=f"K: distinct structures shortlisted (default {d.keep})")
+    p.add_argument("--relax", type=positive_int, default=d.relax,
+                   help=f"of those, relaxed fully: the lowest after the screen (default {d.relax})")
+    p.add_argument("--score", choices=SCORES, default=d.score, help=f"shortlist pre-score (default {d.score})")
+    p.add_argument("--potential", default=d.potential, help=f"sevennet-0 or chgnet (default {d.potential})")
+    p.add_argument("--screen-steps", type=positive_int, default=d.screen_steps,
+                   help=f"steps of the short relaxation of every shortlisted structure (default {d.screen_steps})")
+    p.add_argument("--fmax", type=positive_float, default=d.fmax, help=f"full relaxation threshold, eV/Å (default {d.fmax})")
+    p.add_argument("--max-steps", type=positive_int, default=d.max_steps,
+                   help=f"full relaxation step cap (default {d.max_steps})")
+    p.add_argument("--symmetry", type=fraction, default=d.symmetry, help=f"share of symmetric starts (default {d.symmetry})")
+    p.add_output("--cif-dir", kind="folder", metavar="DIR", help="write DIR/FORMULA/RANK.cif for every ranked structure")
+    p.add_output("--report", kind="report", metavar="HTML", help="write the HTML report of the run, funnel included")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="structures the search relaxes at once")
+    p.add_argument("--physics-batch-size", type=positive_int, default=16, help="cells per potential call")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    add_shared(p, "seed", "resume", "threads", "quiet", "cluster", "force")
+
+
+def run_predict(args) -> None:
+    from respmatch.predict.pipeline import predict
+    from respmatch.predict.settings import PredictSettings
+
+    settings = PredictSettings(
+        tries=args.tries, keep=args.keep, relax=args.relax, score=args.score, potential=args.potential,
+        screen_steps=args.screen_steps, fmax=args.fmax, max_steps=args.max_steps, symmetry=args.symmetry, seed=args.seed,
+    )
+    result = predict(
+        args.formulas, args.model, args.out, settings=settings, resume=args.resume, cif_dir=args.cif_dir,
+        report=args.report, batch_size=args.batch_size, physics_batch_size=args.physics_batch_size,
+        device=args.device, workers=args.workers, scheduler=args.scheduler, progress=not args.quiet,
+    )
+    print(result["table"])
+    spent = ", ".join(f"{stage} {t['wall_s']:.0f} s" for stage, t in result["time"].items() if t)
+    print(f"\ntime: {spent}; run {result['out']}"
+          + (f"; CIFs in {args.cif_dir}" if args.cif_dir else "") + (f"; report {args.report}" if args.report else ""))
 
 
 # name: (help, arguments, run)
@@ -348,7 +400,8 @@ COMMANDS = {
     "export": ("write a run's structures to extxyz or CIF", export_arguments, run_export),
     "evaluate": ("judge generated structures and print a table", evaluate_arguments, run_evaluate),
     "report": ("write a self-contained HTML report of a run", report_arguments, run_report),
-    "demo": ("train on built-in diamond, generate carbon, evaluate", demo_arguments, run_demo),
+    "demo": ("train on built-in diamond, generate carbon, evaluate, predict SrTiO3", demo_arguments, run_demo),
+    "predict": ("the structure of a formula: search, distinct, shortlist, physics, ranked", predict_arguments, run_predict),
     "info": ("describe a trained model", info_arguments, run_info),
 }
 

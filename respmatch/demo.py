@@ -1,13 +1,17 @@
-"""``respmatch demo``: the one-shot carbon experiment end to end, on a diamond built in code.
+"""``respmatch demo``: the one-shot carbon experiment end to end, on a diamond built in code, then
+a small structure prediction on a shipped model.
 
 Train on one diamond cell, relax random carbon cells of 2–12 atoms at fixed volumes on the
 learned pseudo-energy, judge what came out, and write the table, the structures, the map of
-Ẽ against volume and the HTML report.  Sized to finish in a few minutes on two CPU cores.
+Ẽ against volume and the HTML report.  Then ``respmatch predict`` on one formula with the shipped
+``mp20`` model (SrTiO3: the cubic perovskite should come first), its funnel in the same report.
+Sized to finish in a few minutes on two CPU cores.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -19,8 +23,10 @@ from ase.io import write
 from respmatch.evaluate.carbon import evaluate_carbon
 from respmatch.evaluate.plots import plot_carbon_map
 from respmatch.errors import RespmatchError
-from respmatch.files import atomic_path, atomic_write_bytes, check_output_folder
+from respmatch.files import atomic_path, atomic_write_bytes, check_output_folder, temporary_path
 from respmatch.model import model_checksum
+from respmatch.predict.pipeline import predict
+from respmatch.predict.settings import PredictSettings
 from respmatch.reporting import from_structures, report
 from respmatch.search.generate import search_compositions
 from respmatch.search.spec import SEARCH_PRESETS, search_preset
@@ -41,6 +47,8 @@ class DemoSettings:
     max_steps: int | None = None  # cap on every stage's steps (quick runs)
     seed: int = 0
     batch_size: int = 100
+    predict_formula: str | None = "SrTiO3"  # predicted with the shipped mp20 model; None: no prediction
+    predict_tries: int = 20
 
     def __post_init__(self):
         """Settings that cannot make a demo are refused here, before any folder or file exists."""
@@ -61,6 +69,9 @@ class DemoSettings:
             "preset": (self.preset in SEARCH_PRESETS, f"one of {', '.join(SEARCH_PRESETS)}"),
             "max_steps": (self.max_steps is None or whole(self.max_steps), "None or a whole number of at least 1"),
             "batch_size": (whole(self.batch_size), "a whole number of at least 1"),
+            "predict_formula": (self.predict_formula is None or isinstance(self.predict_formula, str),
+                                "a formula such as SrTiO3, or None"),
+            "predict_tries": (whole(self.predict_tries, 5), "a whole number of at least 5"),
         }
         for name, (fits, expected) in wanted.items():
             if not fits:
@@ -131,6 +142,12 @@ def _run(out_dir: Path, settings: DemoSettings, progress: bool) -> dict:
     plot_carbon_map(evaluation, out_dir / "carbon_map.png")
     timings["evaluate_s"] = time.perf_counter() - started
 
+    prediction = None
+    if settings.predict_formula:
+        started = time.perf_counter()
+        prediction = predict_step(out_dir, settings, progress)
+        timings["predict_s"] = time.perf_counter() - started
+
     started = time.perf_counter()
     parameters = {
         "preset": settings.preset,
@@ -142,7 +159,7 @@ def _run(out_dir: Path, settings: DemoSettings, progress: bool) -> dict:
         "model_sha256": model_checksum(result.model),
     }
     run = from_structures(structures, "demo", parameters, seconds=timings["generate_s"])
-    report(run, out_dir / "report.html", evaluation=evaluation)
+    report([run, out_dir / "predict.db"] if prediction else run, out_dir / "report.html", evaluation=evaluation)
     timings["report_s"] = time.perf_counter() - started
     return {
         "out_dir": str(out_dir),
@@ -150,4 +167,17 @@ def _run(out_dir: Path, settings: DemoSettings, progress: bool) -> dict:
         "table": table,
         "timings": timings,
         "summary": evaluation.summary,
+        "prediction": prediction and prediction["table"],
     }
+
+
+def predict_step(out_dir: Path, settings: DemoSettings, progress: bool) -> dict:
+    """The small funnel: written under a temporary name, renamed over an earlier demo's run when whole."""
+    path = out_dir / "predict.db"
+    temporary = temporary_path(path)
+    temporary.unlink(missing_ok=True)  # what a killed demo left
+    funnel = PredictSettings(tries=settings.predict_tries, keep=4, relax=2, screen_steps=20, seed=settings.seed)
+    result = predict(settings.predict_formula, "mp20", temporary, settings=funnel,
+                     cif_dir=out_dir / "predicted", progress=progress)
+    os.replace(temporary, path)
+    return result

@@ -124,10 +124,12 @@ def test_plot_carbon_map_writes_png(tmp_path):
 
 
 def test_demo_smoke_with_tiny_settings(tmp_path):
-    settings = DemoSettings(epochs=2, cell_sizes=(2, 4), tries_per_size=3, max_steps=20, batch_size=4)
+    settings = DemoSettings(epochs=2, cell_sizes=(2, 4), tries_per_size=3, max_steps=20, batch_size=4, predict_tries=5)
     result = run_demo(tmp_path, settings, progress=False)
-    for name in ("diamond.pt", "generated.extxyz", "evaluation.txt", "evaluation.json", "carbon_map.png", "report.html"):
+    for name in ("diamond.pt", "generated.extxyz", "evaluation.txt", "evaluation.json", "carbon_map.png", "report.html",
+                 "predict.db", "predicted/SrTiO3/1.cif"):
         assert (tmp_path / name).stat().st_size > 0
+    assert result["prediction"].startswith("SrTiO3: 5 tries") and 'id="funnel"' in (tmp_path / "report.html").read_text()
     assert result["summary"]["n"] == 6
     assert "carbon evaluation" in (tmp_path / "evaluation.txt").read_text()
     from ase.io import read

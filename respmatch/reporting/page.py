@@ -23,7 +23,7 @@ from plotly.offline import get_plotlyjs
 
 from respmatch.evaluate import JUDGES, Evaluation
 from respmatch.evaluate.result import format_value
-from respmatch.reporting import cards, figures, recheck
+from respmatch.reporting import cards, figures, funnel, recheck
 from respmatch.reporting.runs import RunView
 
 _PACKAGE = resources.files("respmatch.reporting")
@@ -167,6 +167,7 @@ def page_data(runs: list[RunView], evaluations: dict[int, Evaluation], structure
         "models": list(models.values()),
         "judged": judged,
         "recheck": physical_summary,
+        "funnels": [f for f in map(funnel.section, runs) if f is not None],
         "client": {
             "table": table,
             "files": files,

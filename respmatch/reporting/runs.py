@@ -13,6 +13,8 @@ import numpy as np
 from ase import Atoms
 
 from respmatch.errors import RespmatchError
+from respmatch.predict.funnel import read_funnel
+from respmatch.predict.store import has_stages
 from respmatch.run import Entry, Run, open_run
 
 
@@ -22,6 +24,7 @@ class RunView:
 
     run: Run
     rows: list[dict]
+    funnel: dict | None = None  # a predict run's stages (predict.funnel.read_funnel)
 
     @property
     def name(self) -> str:
@@ -63,7 +66,9 @@ def summary(entry: Entry) -> dict:
 def view(run: Run, label: str | None = None) -> RunView:
     if not run.entries:
         raise RespmatchError(f"{label or run.name}: the run holds no structures yet")
-    return RunView(run, [summary(entry) for entry in run.entries])
+    path = None if run.folder is None else run.folder / run.name
+    funnel = read_funnel(path, run.parameters) if path and "formulas" in run.parameters and has_stages(path) else None
+    return RunView(run, [summary(entry) for entry in run.entries], funnel)
 
 
 def read_database(path: str | Path) -> RunView:

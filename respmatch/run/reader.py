@@ -163,7 +163,7 @@ def open_run(path_or_url: str | Path, *, create: bool = False) -> Run:
             ]
     except (sqlite3.DatabaseError, ValueError, KeyError) as error:
         raise RespmatchError(f"{name}: not a respmatch run database ({error})") from None
-    if parameters and "composition" not in parameters:
+    if parameters and "composition" not in parameters and "formulas" not in parameters:
         raise RespmatchError(f"{name}: not a respmatch run (its parameters name no composition)")
     # A run's rows carry the whole record; a re-check's own database at least each structure's index.
     required, writer = (RECORD_KEYS, "respmatch generate") if parameters else (("index",), "respmatch generate or recheck")
