@@ -246,20 +246,19 @@ def assert_same_results(these, those, atol=1e-9):
         assert np.allclose(a.atoms.cell.array, b.atoms.cell.array, atol=atol)
 
 
-@pytest.mark.parametrize("check_every", [3, 8])
-def test_looking_at_the_batch_every_few_steps_gives_the_same_results(model, diamond, check_every):
+def test_looking_at_the_batch_every_few_steps_gives_the_same_results(model, diamond):
     """A GPU batch is judged and refilled every few steps: structures that finish in between
     wait frozen, ones whose (here very thin) neighbour-list skin may be spent skip steps until
     the lists are renewed, and every structure ends as when the host looks at every step."""
     starts = distorted_starts(diamond, 5)
     stages = (
-        Stage("a", fmax=5e-3, max_steps=60, cell="constant-volume", max_step=0.05),
-        Stage("b", fmax=1e-3, max_steps=80, cell="full", kick=0.05),
+        Stage("a", fmax=5e-3, max_steps=30, cell="constant-volume", max_step=0.05),
+        Stage("b", fmax=1e-3, max_steps=30, cell="full", kick=0.05),
     )
     every_step, _ = relax_with(model, starts, stages, batch_size=2, skin=0.02)
-    every_few, relaxer = relax_with(model, starts, stages, batch_size=2, skin=0.02, check_every=check_every)
+    every_few, relaxer = relax_with(model, starts, stages, batch_size=2, skin=0.02, check_every=4)
     assert_same_results(every_step, every_few)
-    assert relaxer.model_calls % check_every == 0  # only whole intervals of steps ran
+    assert relaxer.model_calls % 4 == 0  # only whole intervals of steps ran
 
 
 def test_uncut_lists_give_the_same_results(model, diamond):

@@ -104,7 +104,7 @@ def edges_of(graph, structures, b):
 
 def test_the_device_neighbour_list_is_vesins():
     """vesin's torch interface (a GPU's lists), run on the CPU, gives the numpy interface's pairs."""
-    pytest.importorskip("vesin.torch")
+    pytest.importorskip("vesin_torch")  # the package behind vesin.torch
     rng = np.random.default_rng(4)
     structures = Structures.from_atoms([random_cell(rng, 5), molecule("C6H6"), random_cell(rng, 7)], dtype=torch.float32)
     assert edges(build_graph_on_device(structures, CUTOFF)) == edges(build_graph(structures, CUTOFF))
