@@ -45,7 +45,8 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 # Names of both a submodule and the function it defines (``calculator``, ``recheck``, ``train``):
 # ``respmatch.train(...)`` is the function, whichever is imported first.
-_SHADOWED = {name for name, module in _EXPORTS.items() if module == f"{__name__}.{name}"}
+# ``predict`` is a subpackage whose function lives in one of its modules.
+_SHADOWED = {name for name, module in _EXPORTS.items() if f"{module}.".startswith(f"{__name__}.{name}.")}
 
 
 class _Package(types.ModuleType):
@@ -53,7 +54,7 @@ class _Package(types.ModuleType):
         # The import system binds a submodule to its parent package once it has run; bind the
         # function instead, as the eager imports of this package used to.
         if name in _SHADOWED and isinstance(value, types.ModuleType):
-            value = getattr(value, name)
+            value = getattr(importlib.import_module(_EXPORTS[name]), name)
         super().__setattr__(name, value)
 
 
