@@ -55,6 +55,13 @@ def _key_values(pairs: list[str], option: str) -> dict:
 # --- options several commands share, added by one helper ----------------------------------------
 
 
+def add_cluster_options(parser: argparse.ArgumentParser) -> None:
+    """--workers N / --scheduler ADDRESS (the benchmarks' parsers take them too)."""
+    parser.add_argument("--workers", type=positive_int, metavar="N",
+                        help="start a local Dask cluster of N worker processes (1 thread each)")
+    parser.add_argument("--scheduler", metavar="ADDRESS", help="join a running Dask cluster, e.g. tcp://host:8786")
+
+
 def add_shared(parser: CommandParser, *names: str) -> None:
     """The options commands share, each defined once: quiet, threads, resume, seed, force, cluster."""
     if "quiet" in names:
@@ -70,9 +77,7 @@ def add_shared(parser: CommandParser, *names: str) -> None:
         parser.add_argument("--force", action="store_true",
                             help="replace existing output files that are not of the kind this command writes")
     if "cluster" in names:
-        parser.add_argument("--workers", type=positive_int, metavar="N",
-                            help="start a local Dask cluster of N worker processes (1 thread each)")
-        parser.add_argument("--scheduler", metavar="ADDRESS", help="join a running Dask cluster, e.g. tcp://host:8786")
+        add_cluster_options(parser)
         parser.add_argument("--chunk-size", type=positive_int, help="structures per cluster task")
         parser.needs("--chunk-size", "--workers", "--scheduler")
 
@@ -369,7 +374,8 @@ def predict_arguments(p: CommandParser) -> None:
     p.add_argument("--batch-size", type=positive_int, default=64, help="structures the search relaxes at once")
     p.add_argument("--physics-batch-size", type=positive_int, default=16, help="cells per potential call")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    add_shared(p, "seed", "resume", "threads", "quiet", "cluster", "force")
+    add_cluster_options(p)
+    add_shared(p, "seed", "resume", "threads", "quiet", "force")
 
 
 def run_predict(args) -> None:
