@@ -1,6 +1,8 @@
 """The command line as a user runs it: train, info, label, and clear errors."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -74,3 +76,15 @@ def test_override_keys_keep_stage_names_with_dashes():
     assert options == {"kick-relax.max_steps": 7, "min_distance": 0.9, "box": (6, 4, 4)}
     preset = search_preset("molecule", **options)
     assert preset.stages[1].max_steps == 7 and preset.min_distance == 0.9
+
+
+def test_generate_loads_no_package_it_does_not_use():
+    """A `generate` process imports only what a search needs: the run layer, the model and the
+    relaxer load none of the heavy packages of other stages (issue 24: start-up)."""
+    heavy = ("pymatgen", "rdkit", "dask", "distributed", "sevenn", "chgnet", "plotly", "matplotlib")
+    code = (
+        "import sys, respmatch.cli, respmatch.search.generate, respmatch.run, respmatch.model\n"
+        f"print(','.join(m for m in {heavy!r} if m in sys.modules))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == ""

@@ -13,9 +13,6 @@ from pathlib import Path
 
 import ase.io
 from ase import Atoms
-from pymatgen.core import DummySpecies
-from pymatgen.io.ase import AseAtomsAdaptor
-from pymatgen.io.cif import CifParser
 
 from .validate import StructureError, validate_structure
 
@@ -112,6 +109,12 @@ _CELL_TAGS = tuple(f"_cell_length_{x}" for x in "abc") + tuple(
 
 def _atoms_from_cif(text: str, where: str) -> Atoms:
     """Parse CIF text holding exactly one structure into periodic ASE Atoms."""
+    # pymatgen imported here, not at the top: every run reader imports this module, and a
+    # `generate` process should not pay pymatgen's import (about 1 s) before its first step
+    from pymatgen.core import DummySpecies
+    from pymatgen.io.ase import AseAtomsAdaptor
+    from pymatgen.io.cif import CifParser
+
     if not text.strip():
         raise StructureError(f"{where}: empty CIF text")
     missing = [tag for tag in _CELL_TAGS if tag not in text.lower()]
