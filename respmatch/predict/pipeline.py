@@ -111,7 +111,8 @@ def predict(
         "batch_size": batch_size,
         "device": device,
     }
-    with RunStore(out, parameters, resume=resume, stages=stage_settings(settings)) as runs, dask_client(workers, scheduler) as own_client:
+    with (RunStore(out, parameters, resume=resume, stages=stage_settings(settings)) as runs,
+          dask_client(workers, scheduler) as own_client):
         funnel = Funnel(runs, specs, settings, client or own_client, progress)
         funnel.search(rm_model, batch_size, device)
         rankings = funnel.physics(RelaxSettings(settings.potential, settings.fmax, settings.max_steps,

@@ -101,7 +101,8 @@ class Stages:
 
     def check(self, stage: str, settings: Mapping) -> bool:
         """Whether the stage was begun; refused (one line) when it was begun with other settings.
-        Reads only: a writer checks before it takes the run's lock, so a refusal leaves the file as it was."""
+        Reads only: a writer checks before it takes the run's lock, so a refusal leaves the file
+        as it was."""
         given = json.loads(_json(dict(settings)))
         stored = self.settings(stage)
         if stored is not None and stored != given:
