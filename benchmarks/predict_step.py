@@ -29,13 +29,12 @@ import respmatch
 from respmatch.evaluate.crystals import best_rms
 from respmatch.matching import MATCHER_TOLERANCES, group_distinct, to_structure
 from respmatch.predict.groups import distinct_tries
-from respmatch.predict.physics import atoms_of
+from respmatch.predict.records import Distinct, Relaxation, candidate, formula_of
 from respmatch.predict.shortlist import SCORES, shortlist
-from respmatch.predict.store import StageStore
 from respmatch.recheck.potentials import ase_calculator, batched_potential
 from respmatch.search.relax import BatchRelaxer, Job, Stage
 from respmatch.search.spec import SearchSpec
-from respmatch.store import read_run
+from respmatch.run import open_run
 
 
 def add_options(parser) -> None:
@@ -105,19 +104,21 @@ def run(model, chosen: dict, out_dir, args) -> dict:
     result = respmatch.predict(list(formulas), model, out, settings=settings, resume=args.predict_resume,
                                workers=args.workers, scheduler=args.scheduler, progress=False)
     matcher = StructureMatcher(**MATCHER_TOLERANCES)
-    stages = StageStore(out, read_only=True)
-    distinct, relaxed, screened = stages.stage("distinct"), stages.stage("relax"), stages.stage("screen")
-    tries = {int(a.info["index"]): a for a in read_run(out)}
+    stored = open_run(out)
+    stages = stored.stages
+    distinct = stages.records("distinct", Distinct)
+    relaxed, screened = stages.records("relax", Relaxation), stages.records("screen", Relaxation)
+    tries = {int(a.info["index"]): a for a in stored.structures()}
     sizes = [int(k) for k in args.reach_sizes.split(",")]
     smaller = [int(m) for m in args.reach_tries.split(",") if m and int(m) < args.tries]
     rows = []
     for formula, reduced in formulas.items():
-        refs, groups = references[reduced], distinct[formula]
+        refs, groups = references[reduced], distinct[formula].groups
         group_match = [matches(matcher, tries[g["members"][0]], refs) for g in groups]
         ranking = result["rankings"][formula]
-        ranked_match = [matches(matcher, atoms_of(relaxed[f"{formula}#{e['best']}"]), refs) for e in ranking]
-        mine = {k: r for k, r in relaxed.items() if k.rpartition("#")[0] == formula}
-        relaxed_match = {k: matches(matcher, atoms_of(r), refs) for k, r in mine.items()}
+        ranked_match = [matches(matcher, relaxed[candidate(formula, e["best"])].atoms(), refs) for e in ranking]
+        mine = {k: r for k, r in relaxed.items() if formula_of(k) == formula}
+        relaxed_match = {k: matches(matcher, r.atoms(), refs) for k, r in mine.items()}
         # Fewer tries: the first m of them are exactly an m-try run (start i depends on seed and i only).
         base = min(a.info["index"] for a in tries.values() if a.info["composition"] == formula)
         reach_m = {}
@@ -127,12 +128,12 @@ def run(model, chosen: dict, out_dir, args) -> dict:
             reach_m[m] = {"any": any(hit), **{s: {k: any(hit[g] for g in shortlist(prefix, k, s)) for k in sizes}
                                               for s in SCORES}}
         # Fewer full relaxations: the r lowest after the screen, of those relaxed.
-        order = sorted(mine, key=lambda k: (screened[k]["energy_per_atom"] is None, screened[k]["energy_per_atom"] or 0))
+        order = sorted(mine, key=lambda k: (screened[k].energy_per_atom is None, screened[k].energy_per_atom or 0))
         by_r = {}
         for r in range(1, len(order) + 1):
-            pick = min(order[:r], key=lambda k: mine[k]["energy_per_atom"])
+            pick = min(order[:r], key=lambda k: mine[k].energy_per_atom)
             by_r[r] = relaxed_match[pick]
-        second = second_energies(args.second_potential, [atoms_of(relaxed[f"{formula}#{e['best']}"]) for e in ranking])
+        second = second_energies(args.second_potential, [relaxed[candidate(formula, e["best"])].atoms() for e in ranking])
         row = {
             "formula": formula,
             "tie_break": {w: tie_break(ranking, second, ranked_match, w) for w in TIE_WINDOWS} if second else {},
@@ -144,15 +145,14 @@ def run(model, chosen: dict, out_dir, args) -> dict:
             "relaxed_any": any(relaxed_match.values()),
             "reach": {s: {k: any(group_match[g] for g in shortlist(groups, k, s)) for k in sizes} for s in SCORES},
             "groups": len(groups),
-            "relax_steps": [screened[k]["steps"] + r["steps"] for k, r in mine.items()],
+            "relax_steps": [screened[k].steps + r.steps for k, r in mine.items()],
         }
         if row["relaxed_any"] and not row["at1"]:  # the physics had the right one and ranked it lower
-            right = min((r["energy_per_atom"], k) for k, r in mine.items() if relaxed_match[k])
-            first = relaxed[f"{formula}#{ranking[0]['best']}"]
-            row["pick"] = {"gap": right[0] - first["energy_per_atom"], "right_converged": mine[right[1]]["converged"],
-                           "first_converged": first["converged"]}
+            right = min((r.energy_per_atom, k) for k, r in mine.items() if relaxed_match[k])
+            first = relaxed[candidate(formula, ranking[0]["best"])]
+            row["pick"] = {"gap": right[0] - first.energy_per_atom, "right_converged": mine[right[1]].converged,
+                           "first_converged": first.converged}
         rows.append(row)
-    stages.close()
     n = len(rows)
     cpu = sum(t["cpu_s"] for t in result["time"].values() if t)  # CPU of this process (1 thread: ~wall)
     wall = sum(t["wall_s"] for t in result["time"].values() if t)

@@ -14,13 +14,14 @@ from pymatgen.core.structure_matcher import StructureMatcher
 import respmatch
 from respmatch.cli import main
 from respmatch.errors import RespmatchError
-from respmatch.matching import MATCHER_TOLERANCES, to_structure
+from respmatch.matching import ENERGY_WINDOW, MATCHER_TOLERANCES, to_structure
 from respmatch.predict import groups as grouping
 from respmatch.predict import physics, pipeline
 from respmatch.predict.output import COLUMNS, ranking_table
 from respmatch.predict.settings import PredictSettings
 from respmatch.predict.shortlist import shortlist
-from respmatch.predict.store import StageStore
+from respmatch.predict.records import STAGES, Distinct, Ranking, Relaxation, Shortlist, StageTime, candidate
+from respmatch.run import open_run
 
 SMALL = PredictSettings(tries=12, keep=4, relax=2, screen_steps=10, max_steps=100, symmetry=0.5)
 
@@ -120,9 +121,8 @@ def test_a_run_killed_during_the_physics_relaxes_only_what_is_missing(standin, t
     monkeypatch.setattr(pipeline, "relax_candidates", dies_after_one)
     with pytest.raises(KeyboardInterrupt):
         run(standin, tmp_path / "run.db")
-    stored = StageStore(tmp_path / "run.db", read_only=True)
-    assert len(stored.stage("screen")) == 1 and not stored.stage("relax")
-    stored.close()
+    stored = open_run(tmp_path / "run.db").stages
+    assert len(stored.records("screen", Relaxation)) == 1 and not stored.records("relax", Relaxation)
     relaxed = []
 
     def counting(items, settings, client=None):
@@ -133,6 +133,49 @@ def test_a_run_killed_during_the_physics_relaxes_only_what_is_missing(standin, t
     result = run(standin, tmp_path / "run.db", resume=True)
     counts = result["funnel"]["C2"]
     assert len(relaxed) == counts["shortlisted"] - 1 + counts["relaxed"]
+
+
+def test_a_run_stopped_before_the_ranking_keeps_typed_records_and_refuses_other_stage_settings(
+    standin, tmp_path, monkeypatch, capsys
+):
+    """Stopped in the last stage: the stages before it are whole in the run as typed records; a
+    resume under other stage settings (the grouping's energy window) is refused in one line and
+    leaves the file as it was; the resume under the same settings ranks from the stored records."""
+    out = tmp_path / "run.db"
+    original = grouping.final_ranking
+    monkeypatch.setattr(grouping, "final_ranking", lambda candidates: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        run(standin, out)
+    monkeypatch.setattr(grouping, "final_ranking", original)
+
+    stages = open_run(out).stages
+    assert [s for s in STAGES if stages.finished(s)] == ["distinct", "shortlist", "screen", "relax"]
+    groups = stages.records("distinct", Distinct)["C2"].groups
+    assert 1 <= len(groups) and sum(g["count"] for g in groups) <= 12
+    short = stages.records("shortlist", Shortlist)["C2"].groups
+    assert short == shortlist(groups, 4, SMALL.score)
+    screened, relaxed = stages.records("screen", Relaxation), stages.records("relax", Relaxation)
+    assert set(screened) == {candidate("C2", g) for g in short} and set(relaxed) <= set(screened)
+    assert len(relaxed) == min(2, len(short))
+    assert all(r.atoms().get_chemical_formula() == "C2" and np.isfinite(r.energy_per_atom) for r in relaxed.values())
+    assert stages.records("final", Ranking) == {}
+    spent = stages.records("time", StageTime)
+    assert set(spent) == set(STAGES) and all(t.wall_s > 0 for t in spent.values())  # "final" ran until stopped
+
+    before = out.read_bytes()
+    monkeypatch.setattr(pipeline, "ENERGY_WINDOW", 0.05)
+    cli = ["predict", "C2", "--model", str(standin), "--out", str(out), "--tries", "12", "--keep", "4", "--relax", "2",
+           "--screen-steps", "10", "--max-steps", "100", "--quiet", "--resume"]
+    assert main(cli) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.endswith("stage 'distinct' was run with other settings (energy_window); use another --out")
+    assert len(error.splitlines()) == 1 and out.read_bytes() == before
+    monkeypatch.setattr(pipeline, "ENERGY_WINDOW", ENERGY_WINDOW)
+    monkeypatch.setattr(pipeline, "relax_candidates", lambda *args, **kwargs: pytest.fail("relaxed again"))
+    assert main(cli) == 0
+    ranking = open_run(out).stages.records("final", Ranking)["C2"].structures
+    assert ranking and sum(entry["relaxed_into"] for entry in ranking) == len(relaxed)
+    assert "C2: 12 tries" in capsys.readouterr().out
 
 
 def test_near_degenerate_ranks_are_called_a_tie():

@@ -1,6 +1,7 @@
-"""The demo's HTML report in a real browser: Debian's headless Chromium driven by Selenium.
+"""The demo's HTML report in a real browser: Debian's headless Chromium driven by Selenium, and
+the funnel section of a tiny prediction's report.
 
-One browser session for the module.  Skipped where no system Chromium is installed, except in CI
+One browser session for the demo's report, one for the prediction's.  Skipped where no system Chromium is installed, except in CI
 (``CI`` set), whose script installs it: there a missing browser fails.
 """
 
@@ -13,8 +14,12 @@ import pytest
 from ase.io import read
 from PIL import Image
 
+import respmatch
 from respmatch.demo import DemoSettings, run_demo
+from respmatch.predict import physics
+from respmatch.predict.settings import PredictSettings
 from respmatch.reporting import browser
+from respmatch.reporting.funnel import COUNT_COLUMNS
 
 pytestmark = pytest.mark.skipif(
     browser.find_chromium() is None and not os.environ.get("CI"),
@@ -129,3 +134,52 @@ def test_a_click_shows_the_structure_and_its_cif_downloads(page, demo, tmp_path)
     driver.save_screenshot(str(tmp_path / "report.png"))
     assert (tmp_path / "report.png").stat().st_size > 10_000
     assert errors(driver) == []
+
+
+@pytest.fixture(scope="module")
+def prediction(trained_diamond, tmp_path_factory):
+    """A tiny prediction of C2 and its report; the physics is a copy of the diamond model standing in
+    for SevenNet-0, as in tests/test_predict.py."""
+    folder = tmp_path_factory.mktemp("predict")
+    path, _ = trained_diamond
+    standin = respmatch.load_model(path)
+    settings = PredictSettings(tries=8, keep=3, relax=2, screen_steps=5, max_steps=50)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(physics, "batched_potential", lambda name: standin)
+        result = respmatch.predict("C2", path, folder / "run.db", settings=settings, report=folder / "report.html",
+                                   progress=False)
+    return folder / "report.html", result
+
+
+def funnel_table(driver, caption) -> list[list[str]]:
+    """The body rows (cell texts) of the funnel section's table with this caption."""
+    return driver.execute_script(
+        "const table = [...document.querySelectorAll('#funnel table')].find(t => t.caption.textContent === arguments[0]);"
+        "return table ? [...table.tBodies[0].rows].map(tr => [...tr.cells].map(td => td.textContent)) : null",
+        caption,
+    )
+
+
+def test_the_funnel_section_shows_the_counts_the_time_and_the_ranking(prediction):
+    report, result = prediction
+    driver = browser.start()
+    try:
+        browser.open_report(driver, report)
+        assert errors(driver) == []
+        section = driver.find_element("id", "funnel")
+        assert section.is_displayed() and section.size["height"] > 100
+        assert driver.find_element("css selector", "nav a[href='#funnel']").is_displayed()
+        counts = result["funnel"]["C2"]
+        assert funnel_table(driver, "what each stage kept, per formula") == [["C2", *(str(counts[c]) for c in COUNT_COLUMNS)]]
+        assert [row[0] for row in funnel_table(driver, "where the time went")] == [
+            stage for stage, spent in result["time"].items() if spent
+        ]
+        ranking = result["rankings"]["C2"]
+        rows = funnel_table(driver, "C2: final ranking")
+        assert len(rows) == len(ranking) == counts["final"] >= 1
+        assert [row[0] for row in rows] == [str(rank) for rank in range(1, len(ranking) + 1)]
+        assert [float(row[1]) for row in rows] == pytest.approx([e["energy_per_atom"] for e in ranking], abs=1e-4)
+        assert [row[3] for row in rows] == [e["space_group"] for e in ranking]
+        assert errors(driver) == []
+    finally:
+        driver.quit()

@@ -452,3 +452,20 @@ def test_stage_records_are_typed_resumable_and_kept_to_their_settings(tmp_path):
     assert stages.records("physics", Group) == {}
     with pytest.raises(RespmatchError, match="not a Other"):
         stages.records("distinct", Other)
+
+
+def test_a_writer_begins_its_stages_and_a_resume_under_other_stage_settings_leaves_the_file_as_it_was(tmp_path):
+    path = tmp_path / "RUN.db"
+    with RunStore(path, PARAMS, stages={"distinct": {"energy_window": 0.02}, "final": {}}) as store:
+        put(store, 0)
+    stages = open_run(path).stages
+    assert stages.names() == ["distinct", "final"] and stages.settings("distinct") == {"energy_window": 0.02}
+    before = digest(path)
+    with pytest.raises(RespmatchError, match=r"stage 'distinct' was run with other settings \(energy_window\)"):
+        RunStore(path, PARAMS, resume=True, stages={"distinct": {"energy_window": 0.05}})
+    assert digest(path) == before
+    with pytest.raises(RespmatchError, match="cannot resume"):  # the run's parameters are checked first
+        RunStore(path, {**PARAMS, "seed": 99}, resume=True, stages={"distinct": {"energy_window": 0.05}})
+    with RunStore(path, PARAMS, resume=True, stages={"distinct": {"energy_window": 0.02}, "screen": {"steps": 5}}):
+        pass
+    assert open_run(path).stages.names() == ["distinct", "final", "screen"]

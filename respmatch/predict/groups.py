@@ -14,7 +14,6 @@ from ase import Atoms
 from respmatch.evaluate.ranking import rank_tries
 from respmatch.matching import group_distinct, to_structure
 from respmatch.symmetry import quiet_spglib
-from respmatch.predict.physics import atoms_of
 
 SYMPREC = 0.1  # Å, spglib's tolerance for the space group of a relaxed structure
 
@@ -38,11 +37,11 @@ def final_ranking(candidates: list[dict]) -> list[dict]:
     """Relaxed candidates of one formula grouped and ranked by physical energy per atom.
 
     A candidate: ``group`` (its place among the distinct tries), ``count`` and ``energy`` (Ẽ)
-    of that group, and ``result`` (``physics.relax_stream``).  Candidates the potential failed
+    of that group, and ``result`` (a ``records.Relaxation``).  Candidates the potential failed
     on are left out."""
-    usable = [c for c in candidates if c["result"].get("energy_per_atom") is not None]
-    structures = [atoms_of(c["result"]) for c in usable]
-    groups, _ = group_distinct([to_structure(a) for a in structures], [c["result"]["energy_per_atom"] for c in usable])
+    usable = [c for c in candidates if c["result"].energy_per_atom is not None]
+    structures = [c["result"].atoms() for c in usable]
+    groups, _ = group_distinct([to_structure(a) for a in structures], [c["result"].energy_per_atom for c in usable])
     ranking = []
     for group in groups:
         members = [usable[m] for m in group.members]
@@ -55,7 +54,7 @@ def final_ranking(candidates: list[dict]) -> list[dict]:
             "pseudo_energy_per_atom": min(m["energy"] for m in members),
             "relaxed_into": len(members),
             "candidates": [m["group"] for m in members],
-            "converged": bool(best["result"]["converged"]),
+            "converged": best["result"].converged,
             "best": best["group"],
         })
     return ranking

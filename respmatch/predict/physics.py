@@ -11,6 +11,7 @@ process loads the potential once.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +19,7 @@ import torch
 from ase import Atoms
 
 from respmatch.cluster import chunked, run_chunks
+from respmatch.predict.records import Relaxation
 from respmatch.recheck.potentials import batched_potential
 from respmatch.search.relax import BatchRelaxer, Job, Stage
 
@@ -39,9 +41,9 @@ def potential_on(name: str, device: str):
     return potential
 
 
-def relax_stream(items: list[tuple[str, Atoms]], settings: RelaxSettings):
-    """Each candidate's result as its relaxation ends: the relaxed cell, the energy per atom,
-    steps and convergence; a non-finite energy is a result with ``error``."""
+def relax_stream(items: list[tuple[str, Atoms]], settings: RelaxSettings) -> Iterator[tuple[str, Relaxation]]:
+    """(key, result) of each candidate as its relaxation ends; a non-finite energy is a result
+    with ``error``."""
     stage = Stage("physical", fmax=settings.fmax, max_steps=settings.max_steps, cell="full")
     jobs = (Job(key=k, atoms=Atoms(a.numbers, a.positions, cell=a.cell, pbc=True), stages=(stage,))
             for k, (_, a) in enumerate(items))
@@ -49,25 +51,25 @@ def relax_stream(items: list[tuple[str, Atoms]], settings: RelaxSettings):
                            device=settings.device, dtype=torch.float64)
     for result in relaxer.run(jobs):
         energy = result.energy / len(result.atoms)
-        yield {
-            "key": items[result.key][0],
-            "energy_per_atom": energy if math.isfinite(energy) else None,
-            "steps": int(result.steps),
-            "converged": bool(result.converged),
-            "numbers": result.atoms.numbers.tolist(),
-            "positions": np.round(result.atoms.positions, 8).tolist(),
-            "cell": np.round(result.atoms.cell.array, 8).tolist(),
-            **({} if math.isfinite(energy) else {"error": "the potential returned a non-finite energy"}),
-        }
+        finite = math.isfinite(energy)
+        yield items[result.key][0], Relaxation(
+            energy_per_atom=energy if finite else None,
+            steps=int(result.steps),
+            converged=bool(result.converged),
+            numbers=result.atoms.numbers.tolist(),
+            positions=np.round(result.atoms.positions, 8).tolist(),
+            cell=np.round(result.atoms.cell.array, 8).tolist(),
+            error=None if finite else "the potential returned a non-finite energy",
+        )
 
 
-def relax_chunk(items: list[tuple[str, Atoms]], settings: RelaxSettings) -> list[dict]:
+def relax_chunk(items: list[tuple[str, Atoms]], settings: RelaxSettings) -> list[tuple[str, Relaxation]]:
     """One cluster chunk, on a worker."""
     return list(relax_stream(items, settings))
 
 
 def relax_candidates(items: list[tuple[str, Atoms]], settings: RelaxSettings, client=None):
-    """Lists of results as they complete: one at a time here (one batch kept full), a chunk at
+    """Lists of (key, result) as they complete: one at a time here (one batch kept full), a chunk at
     a time on a Dask ``client``."""
     if client is None:
         for result in relax_stream(items, settings):
@@ -76,7 +78,3 @@ def relax_candidates(items: list[tuple[str, Atoms]], settings: RelaxSettings, cl
     for chunk in run_chunks(client, relax_chunk, chunked(items, settings.batch_size), settings):
         yield chunk.results
 
-
-def atoms_of(result: dict) -> Atoms:
-    """The relaxed structure a result holds."""
-    return Atoms(result["numbers"], result["positions"], cell=result["cell"], pbc=True)

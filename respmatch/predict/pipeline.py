@@ -1,10 +1,12 @@
 """``respmatch.predict``: search → distinct → shortlist → screen → relax → final, each stage stored.
 
 Every stage writes its results into the run database as they are known (the tries one row each,
-the rest through ``predict.store``) and first reads back what is there, so a run killed anywhere
-and started again with ``resume=True`` repeats no stored work: only tries, groups, relaxations
-and rankings that are missing are computed.  All formulas go through each stage together, so
-the RM search and the potential keep their batches full.
+the rest as typed stage records, ``predict.records``) and first reads back what is there, so a
+run killed anywhere and started again with ``resume=True`` repeats no stored work: only tries,
+groups, relaxations and rankings that are missing are computed.  Each stage is begun with the
+settings its records depend on, so a resume under other settings is refused in one line.  All
+formulas go through each stage together, so the RM search and the potential keep their batches
+full.
 
 Time per stage is kept in the run too (wall and this process's CPU seconds; work done on Dask
 workers shows in wall time only).
@@ -14,9 +16,11 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from ase import Atoms
@@ -27,19 +31,24 @@ from respmatch.builtin import model_path
 from respmatch.cluster import dask_client
 from respmatch.errors import RespmatchError
 from respmatch.files import check_output, check_output_folder
+from respmatch.matching import ENERGY_WINDOW, MATCHER_TOLERANCES
 from respmatch.model import as_model
 from respmatch.model.checkpoint import torch_device
 from respmatch.predict import groups as grouping
-from respmatch.predict.funnel import STAGES, funnel_counts
+from respmatch.predict.funnel import funnel_counts, stage_times
 from respmatch.predict.output import ranking_table, write_cifs
-from respmatch.predict.physics import RelaxSettings, atoms_of, relax_candidates
+from respmatch.predict.physics import RelaxSettings, relax_candidates
+from respmatch.predict.records import (
+    STAGES, TIME, Distinct, Ranking, Relaxation, Shortlist, StageTime, candidate, group_of,
+)
 from respmatch.predict.settings import PredictSettings
 from respmatch.predict.shortlist import shortlist
-from respmatch.predict.store import StageStore
 from respmatch.recheck.potentials import covered_elements, package_version
 from respmatch.search.generate import check_batch_size, relaxed
 from respmatch.search.spec import SearchSpec
 from respmatch.run import RunStore
+
+T = TypeVar("T")
 
 
 def predict(
@@ -102,20 +111,18 @@ def predict(
         "batch_size": batch_size,
         "device": device,
     }
-    with RunStore(out, parameters, resume=resume) as runs, dask_client(workers, scheduler) as own_client:
-        stages = StageStore(out)
-        try:
-            funnel = Funnel(runs, stages, specs, settings, client or own_client, progress)
-            funnel.search(rm_model, batch_size, device)
-            rankings = funnel.physics(RelaxSettings(settings.potential, settings.fmax, settings.max_steps,
-                                                    physics_batch_size, device))
-            summary = {"out": str(out), "rankings": rankings, "funnel": funnel_counts(stages, formulas, settings.tries),
-                       "time": {s: stages.get("time", s) for s in STAGES}}
-            summary["table"] = ranking_table(rankings, summary["funnel"])
-            if cif_dir is not None:
-                write_cifs(cif_dir, rankings, funnel.relaxed_structure)
-        finally:
-            stages.close()
+    with (RunStore(out, parameters, resume=resume, stages=stage_settings(settings)) as runs,
+          dask_client(workers, scheduler) as own_client):
+        funnel = Funnel(runs, specs, settings, client or own_client, progress)
+        funnel.search(rm_model, batch_size, device)
+        rankings = funnel.physics(RelaxSettings(settings.potential, settings.fmax, settings.max_steps,
+                                                physics_batch_size, device))
+        spent = stage_times(runs.stages)
+        summary = {"out": str(out), "rankings": rankings, "funnel": funnel_counts(runs.stages, formulas, settings.tries),
+                   "time": {stage: spent.get(stage) for stage in STAGES}}
+        summary["table"] = ranking_table(rankings, summary["funnel"])
+        if cif_dir is not None:
+            write_cifs(cif_dir, rankings, funnel.relaxed_structure)
     if report is not None:
         from respmatch.reporting import report as write_report
 
@@ -123,24 +130,44 @@ def predict(
     return summary
 
 
-@contextmanager
-def timed(stages: StageStore, stage: str):
-    """Add the block's seconds to the stage's stored time, also when it is interrupted (a resumed
-    run's cost is the sum of its passes)."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    try:
-        yield
-    finally:
-        stages.add_time(stage, time.perf_counter() - wall, time.process_time() - cpu)
+def stage_settings(settings: PredictSettings) -> dict[str, dict]:
+    """What each stage's records depend on besides the stages before it: ``RunStore`` begins the
+    stages with them, and refuses a resume under others.  The search's are the run parameters."""
+    return {
+        "distinct": {"matcher": MATCHER_TOLERANCES, "energy_window": ENERGY_WINDOW},
+        "shortlist": {"keep": settings.keep, "score": settings.score},
+        "screen": {"potential": settings.potential, "fmax": settings.fmax, "screen_steps": settings.screen_steps},
+        "relax": {"potential": settings.potential, "fmax": settings.fmax, "max_steps": settings.max_steps,
+                  "relax": settings.relax},
+        "final": {"matcher": MATCHER_TOLERANCES, "symprec": grouping.SYMPREC},
+        TIME: {},
+    }
 
 
 class Funnel:
-    """The stages over all formulas of one run, each reading what is stored before computing."""
+    """The stages over all formulas of one run, each reading its stored records before computing;
+    written through the run's writer (``RunStore``), read back through its ``Stages``."""
 
-    def __init__(self, runs: RunStore, stages: StageStore, specs: dict, settings: PredictSettings, client, progress):
-        self.runs, self.stages, self.specs, self.settings = runs, stages, specs, settings
+    def __init__(self, runs: RunStore, specs: dict, settings: PredictSettings, client, progress):
+        self.runs, self.stages, self.specs, self.settings = runs, runs.stages, specs, settings
         self.client, self.progress = client, progress
         self.formulas = list(specs)
+
+    @contextmanager
+    def timed(self, stage: str):
+        """Add the block's seconds to the stage's stored time, also when it is interrupted (a
+        resumed run's cost is the sum of its passes)."""
+        wall, cpu = time.perf_counter(), time.process_time()
+        try:
+            yield
+        finally:
+            spent = self.stages.records(TIME, StageTime).get(stage, StageTime())
+            self.runs.write_stage(TIME, {stage: StageTime(spent.wall_s + time.perf_counter() - wall,
+                                                          spent.cpu_s + time.process_time() - cpu)})
+
+    def finish(self, stage: str) -> None:
+        if not self.stages.finished(stage):
+            self.runs.finish_stage(stage)
 
     def search(self, model, batch_size: int, device: str) -> None:
         """M tries per formula, stored row by row; try i of formula k is run index k·M + i."""
@@ -148,7 +175,7 @@ class Funnel:
         items = [(k * m + i, spec, i) for k, spec in enumerate(self.specs.values()) for i in range(m) if k * m + i not in done]
         if not items:
             return
-        with timed(self.stages, "search"), tqdm(total=len(items), desc="search", unit="try", disable=not self.progress) as bar:
+        with self.timed("search"), tqdm(total=len(items), desc="search", unit="try", disable=not self.progress) as bar:
             for group in relaxed(model, items, batch_size=batch_size, device=device, dtype=torch.float32,
                                  client=self.client):
                 rows = []
@@ -165,61 +192,63 @@ class Funnel:
             by_formula[pairs["composition"]][int(pairs["index"])] = atoms
         return by_formula
 
-    def per_formula(self, stage: str, compute) -> dict:
-        """``compute(formula)`` for each formula without a stored result of ``stage``; all results."""
-        stored = self.stages.stage(stage)
-        missing = [f for f in self.specs if f not in stored]
+    def per_formula(self, stage: str, kind: type[T], compute: Callable[[str], T]) -> dict[str, T]:
+        """``compute(formula)`` for each formula without a stored record of ``stage``; all records."""
+        stored = self.stages.records(stage, kind)
+        missing = [f for f in self.formulas if f not in stored]
         if missing:
-            with timed(self.stages, stage):
+            with self.timed(stage):
                 for formula in missing:
                     stored[formula] = compute(formula)
-                    self.stages.put_many(stage, {formula: stored[formula]})
+                    self.runs.write_stage(stage, {formula: stored[formula]})
+        self.finish(stage)
         return stored
 
-    def relax(self, stage: str, wanted: dict[str, Atoms], settings: RelaxSettings) -> dict:
-        """Relax the candidates (key → start) that have no stored result of ``stage``; all results."""
-        stored = self.stages.stage(stage)
+    def relax(self, stage: str, wanted: dict[str, Atoms], settings: RelaxSettings) -> dict[str, Relaxation]:
+        """Relax the candidates (key → start) that have no stored record of ``stage``; all records."""
+        stored = self.stages.records(stage, Relaxation)
         todo = [(key, atoms) for key, atoms in wanted.items() if key not in stored]
         if todo:
-            with timed(self.stages, stage), tqdm(total=len(todo), desc=stage, unit="structure",
-                                                 disable=not self.progress) as bar:
+            with self.timed(stage), tqdm(total=len(todo), desc=stage, unit="structure",
+                                         disable=not self.progress) as bar:
                 for results in relax_candidates(todo, settings, self.client):
-                    self.stages.put_many(stage, {r["key"]: r for r in results})
-                    stored.update({r["key"]: r for r in results})
+                    self.runs.write_stage(stage, dict(results))
+                    stored.update(results)
                     bar.update(len(results))
+        self.finish(stage)
         return {key: stored[key] for key in wanted}
 
     def physics(self, full: RelaxSettings) -> dict[str, list[dict]]:
         tries = self.tries()
-        self.distinct = self.per_formula("distinct", lambda f: grouping.distinct_tries(list(tries[f].values())))
+        self.distinct = self.per_formula(
+            "distinct", Distinct, lambda f: Distinct(grouping.distinct_tries(list(tries[f].values()))))
         self.short = self.per_formula(
-            "shortlist", lambda f: shortlist(self.distinct[f], self.settings.keep, self.settings.score))
+            "shortlist", Shortlist,
+            lambda f: Shortlist(shortlist(self.distinct[f].groups, self.settings.keep, self.settings.score)))
 
-        def key(formula, group):
-            return f"{formula}#{group}"
-
-        starts = {key(f, g): tries[f][self.distinct[f][g]["members"][0]] for f in self.specs for g in self.short[f]}
+        starts = {candidate(f, g): tries[f][self.distinct[f].groups[g]["members"][0]]
+                  for f in self.formulas for g in self.short[f].groups}
         screened = self.relax("screen", starts, replace(full, max_steps=self.settings.screen_steps))
 
-        def screen_energy(k):
-            energy = screened[k]["energy_per_atom"]
+        def screen_energy(key):
+            energy = screened[key].energy_per_atom
             return (energy is None, energy or 0.0)
 
-        chosen = {f: sorted((key(f, g) for g in self.short[f]), key=screen_energy)[: self.settings.relax]
-                  for f in self.specs}
-        self.relaxed = self.relax("relax", {k: atoms_of(screened[k]) for ks in chosen.values() for k in ks}, full)
+        chosen = {f: sorted((candidate(f, g) for g in self.short[f].groups), key=screen_energy)[: self.settings.relax]
+                  for f in self.formulas}
+        self.relaxed = self.relax("relax", {k: screened[k].atoms() for ks in chosen.values() for k in ks}, full)
 
         def rank(formula):
             candidates = []
-            for k in chosen[formula]:
-                group = int(k.rpartition("#")[2])
-                result = {**self.relaxed[k], "steps": self.relaxed[k]["steps"] + screened[k]["steps"]}
-                candidates.append({"group": group, "count": self.distinct[formula][group]["count"],
-                                   "energy": self.distinct[formula][group]["energy"], "result": result})
-            return grouping.final_ranking(candidates)
+            for key in chosen[formula]:
+                group = self.distinct[formula].groups[group_of(key)]
+                result = replace(self.relaxed[key], steps=self.relaxed[key].steps + screened[key].steps)
+                candidates.append({"group": group_of(key), "count": group["count"], "energy": group["energy"],
+                                   "result": result})
+            return Ranking(grouping.final_ranking(candidates))
 
-        self.rankings = self.per_formula("final", rank)
-        return {f: self.rankings[f] for f in self.specs}
+        self.rankings = self.per_formula("final", Ranking, rank)
+        return {f: self.rankings[f].structures for f in self.formulas}
 
     def relaxed_structure(self, formula: str, entry: dict) -> Atoms:
-        return atoms_of(self.relaxed[f"{formula}#{entry['best']}"])
+        return self.relaxed[candidate(formula, entry["best"])].atoms()

@@ -4,12 +4,12 @@ per formula, where the time went, and each formula's final ranking."""
 from __future__ import annotations
 
 from respmatch.predict.output import COLUMNS
-from respmatch.reporting.runs import Run
+from respmatch.reporting.runs import RunView
 
 COUNT_COLUMNS = ("tries", "converged", "groups", "shortlisted", "relaxed", "final")
 
 
-def section(run: Run) -> dict | None:
+def section(run: RunView) -> dict | None:
     """Tables of the run's funnel, ready to print; None for a run that is not a prediction."""
     funnel = run.funnel
     if funnel is None:

@@ -14,7 +14,6 @@ from ase import Atoms
 
 from respmatch.errors import RespmatchError
 from respmatch.predict.funnel import read_funnel
-from respmatch.predict.store import has_stages
 from respmatch.run import Entry, Run, open_run
 
 
@@ -66,8 +65,7 @@ def summary(entry: Entry) -> dict:
 def view(run: Run, label: str | None = None) -> RunView:
     if not run.entries:
         raise RespmatchError(f"{label or run.name}: the run holds no structures yet")
-    path = None if run.folder is None else run.folder / run.name
-    funnel = read_funnel(path, run.parameters) if path and "formulas" in run.parameters and has_stages(path) else None
+    funnel = read_funnel(run.stages, run.parameters) if "formulas" in run.parameters and run.stages.names() else None
     return RunView(run, [summary(entry) for entry in run.entries], funnel)
 
 

@@ -21,7 +21,8 @@ Writing: ``RunStore(path, parameters, resume=...)`` opens the file through the s
 and writes structures as they finish.  Any other writer (the re-check, the funnel's stages) holds
 the same lock while it writes.
 
-Stage records (respmatch.run.stages), for a stage that wants its results kept and resumable::
+Stage records (respmatch.run.stages), for a stage that wants its results kept and resumable (the
+funnel's records: respmatch.predict.records)::
 
     @dataclass
     class Group:                      # a dataclass of JSON values
@@ -29,7 +30,9 @@ Stage records (respmatch.run.stages), for a stage that wants its results kept an
         members: list[int]
         energy: float
 
-    store.begin_stage("distinct", {"energy_window": 0.02})   # refused if begun with other settings
+    store = RunStore(path, parameters, resume=True, stages={"distinct": {"energy_window": 0.02}})
+    # begun once the lock is held; a resume under other settings is refused before any write
+    # (or later: store.begin_stage("distinct", {...}), refused the same way)
     done = store.stages.records("distinct", Group)             # resume: what is already stored
     store.write_stage("distinct", {"SrTiO3/0": Group("SrTiO3", [3, 7], -1.2)})  # committed
     store.finish_stage("distinct")

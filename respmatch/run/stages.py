@@ -7,7 +7,8 @@ hold JSON values (numbers, strings, booleans, None, and lists and dicts of those
 are stored as plain ones); it comes back as the same dataclass.
 A stage resumes by reading the keys it already stored and computing only the others; records
 are committed as they are written, so a kill loses only those in flight.  ``begin`` refuses to
-continue a stage under other settings, ``finish`` marks it whole.
+continue a stage under other settings (``check`` does the same without writing), ``finish``
+marks it whole.
 
 Writing needs the run's writer lock (``RunStore`` holds it); reading opens the file read-only.
 """
@@ -98,15 +99,21 @@ class Stages:
         finally:
             con.close()
 
-    def begin(self, stage: str, settings: Mapping) -> None:
-        """Start the stage, or continue it: refused when it was begun with other settings."""
+    def check(self, stage: str, settings: Mapping) -> bool:
+        """Whether the stage was begun; refused (one line) when it was begun with other settings.
+        Reads only: a writer checks before it takes the run's lock, so a refusal leaves the file
+        as it was."""
         given = json.loads(_json(dict(settings)))
         stored = self.settings(stage)
         if stored is not None and stored != given:
             changed = ", ".join(sorted(k for k in set(stored) | set(given) if stored.get(k) != given.get(k)))
             raise RespmatchError(f"{self.filename}: stage {stage!r} was run with other settings ({changed}); use another --out")
-        if stored is None:
-            self._write([("INSERT INTO respmatch_stage VALUES (?, ?, 0)", (stage, _json(given)))])
+        return stored is not None
+
+    def begin(self, stage: str, settings: Mapping) -> None:
+        """Start the stage, or continue it: refused when it was begun with other settings."""
+        if not self.check(stage, settings):
+            self._write([("INSERT INTO respmatch_stage VALUES (?, ?, 0)", (stage, _json(dict(settings))))])
 
     def write(self, stage: str, records: Mapping[str, object]) -> None:
         """Store (or replace) records of a begun stage, in one transaction."""

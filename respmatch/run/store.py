@@ -61,11 +61,14 @@ class RunStore:
     """One run's structures in an ASE database, one row per finished structure.
 
     Given ``parameters`` it is the run's writer: it holds the writer lock until ``close()`` (or
-    the end of a ``with`` block, or of the process).  Without, it only reads.
+    the end of a ``with`` block, or of the process).  Without, it only reads.  ``stages``
+    (stage -> settings) are begun once the lock is held; a resume under other settings of one
+    of them is refused with the parameters, before anything is written.
     """
 
     def __init__(
-        self, path_or_url: str | Path, parameters: dict | None = None, resume: bool = False
+        self, path_or_url: str | Path, parameters: dict | None = None, resume: bool = False,
+        stages: Mapping[str, Mapping] | None = None,
     ):
         self.path = str(path_or_url)
         # A file that holds nothing yet (missing, empty, no tables) is removed again if the run
@@ -88,11 +91,15 @@ class RunStore:
             self._parameters = plain(parameters)
             if stored:
                 _check_resume(self.path, stored, self._parameters)
+            for stage, settings in (stages or {}).items():
+                run.stages.check(stage, settings)
             self.db.count()  # ASE makes its tables on first use: the lock needs them
             self._lock = WriterLock(self.db.filename).acquire()
             if self._parameters != self.db.metadata:
                 self.db.metadata = self._parameters
         self.stages = run.stages
+        for stage, settings in (stages or {}).items():
+            self.begin_stage(stage, settings)
         self.run_id = _run_id(self._parameters)
         self._done = {entry.index for entry in run.entries}
 
