@@ -151,6 +151,7 @@ def test_unwritable_output_is_refused_before_any_work(files, command, fault, cap
         ("generate", ["--composition", "8C"], ["'8C'"]),
         ("generate", ["--composition", "C8+"], ["'C8+'"]),
         ("generate", ["--option", "nope=1"], ["nope"]),
+        ("generate", ["--batch-size", "0"], ["--batch-size", "got '0'", "or auto"]),
         ("recheck", ["--top", "0"], ["--top", "got '0'"]),
         ("recheck", ["--fmax", "nan"], ["--fmax", "got 'nan'", "above 0"]),
         ("recheck", ["--workers", "0"], ["workers"]),

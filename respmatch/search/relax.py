@@ -398,7 +398,7 @@ def device_atom_budget(potential: Potential, sample: Atoms, device, dtype, fract
 
 class BatchRelaxer:
     """Relax a stream of jobs, up to ``batch_size`` structures and ``max_atoms`` atoms at a time,
-    one potential call per step.
+    one potential call per step (``batch_size`` None: the atom budget alone sizes the batch).
 
     A potential that is a torch module is moved to ``device`` and ``dtype`` in place, as
     ``nn.Module.to`` does; any other is called with the batch in that dtype and on that device.
@@ -413,7 +413,7 @@ class BatchRelaxer:
     def __init__(
         self,
         potential: Potential,
-        batch_size: int = 64,
+        batch_size: int | None = 64,
         device="cpu",
         dtype=torch.float32,
         *,
@@ -424,7 +424,7 @@ class BatchRelaxer:
         if isinstance(potential, torch.nn.Module):
             potential = potential.to(device=device, dtype=dtype).eval()
         self.potential = potential
-        self.batch_size = int(batch_size)
+        self.batch_size = math.inf if batch_size is None else int(batch_size)
         self.device, self.dtype = device, dtype
         on_cpu = torch.device(device).type == "cpu"
         self.max_atoms = max_atoms if max_atoms is not None else (CPU_MAX_ATOMS if on_cpu else None)
