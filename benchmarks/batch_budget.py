@@ -28,7 +28,8 @@ from respmatch.search.spec import SearchSpec
 def timed_run(model, spec: SearchSpec, n: int, **settings) -> dict:
     relaxer = BatchRelaxer(model, **settings)
     started = time.perf_counter()
-    records = [record for _, _, record in relax_items(relaxer, ((i, spec, i) for i in range(n)))]
+    items = ((i, spec, i) for i in range(n))
+    records = [record for group in relax_items(relaxer, items) for _, _, record in group]
     seconds = time.perf_counter() - started
     return {
         "seconds": seconds,

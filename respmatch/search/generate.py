@@ -50,8 +50,9 @@ def record_of(result: Relaxed, spec: SearchSpec, index: int) -> Record:
     )
 
 
-def relax_items(relaxer: BatchRelaxer, items: Iterable[Item]) -> Iterator[tuple[object, Atoms, Record]]:
-    """Relax the items through one batch; yield (key, relaxed atoms, record) as each finishes."""
+def relax_items(relaxer: BatchRelaxer, items: Iterable[Item]) -> Iterator[list[tuple[object, Atoms, Record]]]:
+    """Relax the items through one batch; yield lists of (key, relaxed atoms, record), the
+    structures seen to finish at one look of the host together."""
     pending: dict[object, tuple[SearchSpec, int]] = {}
 
     def jobs():
@@ -59,16 +60,19 @@ def relax_items(relaxer: BatchRelaxer, items: Iterable[Item]) -> Iterator[tuple[
             pending[key] = spec, index
             yield spec.job(index, key=key)
 
-    for result in relaxer.run(jobs()):
-        spec, index = pending.pop(result.key)
-        yield result.key, result.atoms, record_of(result, spec, index)
+    for group in relaxer.run_groups(jobs()):
+        out = []
+        for result in group:
+            spec, index = pending.pop(result.key)
+            out.append((result.key, result.atoms, record_of(result, spec, index)))
+        yield out
 
 
 def relax_chunk(items: list[Item], model: ShippedModel, batch_size: int | None, device: str, dtype) -> list:
     """One cluster chunk, on a worker: the shipped model (checked against its checksum) relaxes
     the chunk's items with the batched relaxer; the results go back to the client."""
     relaxer = BatchRelaxer(model.load(device, dtype), batch_size=batch_size, device=device, dtype=dtype)
-    return list(relax_items(relaxer, items))
+    return [result for group in relax_items(relaxer, items) for result in group]
 
 
 def relaxed(
@@ -83,14 +87,13 @@ def relaxed(
     chunk_log: list | None = None,
 ) -> Iterator[list[tuple[object, Atoms, Record]]]:
     """Relax the items here or on a Dask ``client``: groups of results as they complete (one
-    structure at a time here, one chunk at a time on a cluster, its timings added to
+    look of the relaxer at a time here, one chunk at a time on a cluster, its timings added to
     ``chunk_log``).  Items are taken as the batch or the cluster has room for them.
     ``batch_size`` None: batches sized by atoms (the relaxer's budget); a cluster chunk is then
     ``CHUNK_BATCHES`` times what the CPU budget holds of the first item's structure."""
     if client is None:
         relaxer = BatchRelaxer(model, batch_size=batch_size, device=device, dtype=dtype)
-        for result in relax_items(relaxer, items):
-            yield [result]
+        yield from relax_items(relaxer, items)
         return
     if chunk_size is None:
         items = iter(items)

@@ -445,6 +445,12 @@ class BatchRelaxer:
 
     def run(self, jobs: Iterable[Job]) -> Iterator[Relaxed]:
         """Yield each structure as soon as the host sees its last stage end (not in input order)."""
+        for group in self.run_groups(jobs):
+            yield from group
+
+    def run_groups(self, jobs: Iterable[Job]) -> Iterator[list[Relaxed]]:
+        """As ``run``, the structures the host saw end at one look together: a store commits
+        them at once (a commit per structure cost more than a C8 cell's relaxation steps)."""
         incoming = iter(jobs)
         restarts: deque[Job] = deque()  # jobs between stages go before new ones
         table: dict[int, Job] = {}
@@ -458,7 +464,9 @@ class BatchRelaxer:
             # The host's part: retire, admit, renew lists.
             changed = False
             if state is not None and bool(state.done.any()):
-                yield from self._retire(state, table, restarts)
+                finished = list(self._retire(state, table, restarts))
+                if finished:
+                    yield finished
                 keep = ~state.done
                 state = state.select(keep)
                 if lists is not None:
