@@ -208,7 +208,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cli-n", type=int, help="also time `respmatch generate` of this many C8 cells")
     parser.add_argument("--cli-batch-size", nargs="+", default=[None],
-                        help="that command's --batch-size, one run per value (default: its own default)")
+                        help="that command's --batch-size, one run per value, in turn (default: its own default)")
     parser.add_argument("--cli-option", action="append", default=[], help="extra argument of that command")
     parser.add_argument("--startup", action="store_true", help="also time start-up (`--help`, first step)")
     args = parser.parse_args()
@@ -246,14 +246,14 @@ def main() -> None:
     print(f"| serial ASE FIRE + FrechetCellFilter | {n_serial} | {serial_seconds:.1f} | {serial_rate:.3f} | {share} | {median} |")
     share, median = summary([r.converged for r in batched], [r.energy / args.atoms for r in batched])
     print(f"| respmatch batched (batch {args.batch_size}) | {args.n} | {batched_seconds:.1f} | {batched_rate:.3f} | {share} | {median} |")
-    walls = {}
+    walls = []
     for batch in args.cli_batch_size if args.cli_n else []:
-        walls[batch] = cli_run(str(path), args.cli_n, batch, args.threads, args.dtype, args.cli_option)
+        walls.append((batch, cli_run(str(path), args.cli_n, batch, args.threads, args.dtype, args.cli_option)))
         option = "" if batch is None else f" --batch-size {batch}"
         print(f"| `respmatch generate --n {args.cli_n}{option}` (wall, start-up included) | {args.cli_n} | "
-              f"{walls[batch]:.1f} | {args.cli_n / walls[batch]:.3f} | | |")
+              f"{walls[-1][1]:.1f} | {args.cli_n / walls[-1][1]:.3f} | | |", flush=True)
     print(f"\nspeed-up: {batched_rate / serial_rate:.1f}× relaxations per second (in-process batch)")
-    for batch, wall in walls.items():
+    for batch, wall in walls:
         which = "its default batch" if batch is None else f"--batch-size {batch}"
         print(f"speed-up of the CLI run ({which}): {args.cli_n / wall / serial_rate:.1f}× (wall time with start-up)")
     same = [

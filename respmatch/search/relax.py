@@ -46,7 +46,10 @@ MIN_VOLUME_RATIO = 0.25  # a full-cell stage that shrinks a cell 4x has collapse
 # ASE FIRE defaults (ase.optimize.FIRE).
 DT_START, DT_MAX, N_MIN, F_INC, F_DEC, ALPHA_START, F_ALPHA = 0.1, 1.0, 5, 1.1, 0.5, 0.1, 0.99
 CHECK_EVERY_DEVICE = 10  # steps between the host's looks at a batch on a GPU (issue 24)
-CPU_MAX_ATOMS = 4096  # atom budget of a CPU batch: beyond it a larger batch no longer runs faster
+# Atom budget of a CPU batch (``--batch-size auto``): measured on one thread, a step costs the same
+# per structure from 512 to 4096 atoms of C8 cells, while C5H8O molecules slow by half past about
+# 3,000 atoms (docs/results.md, issue 24).
+CPU_MAX_ATOMS = 2048
 PROBE_ATOMS = 2048  # atoms of the potential call that measures a GPU batch's memory per atom
 
 
