@@ -82,6 +82,25 @@ class ModelClock:
             )
 
 
+class CallClock:
+    """The potential, with the wall time of each call kept (compilations show as slow calls)."""
+
+    def __init__(self, potential):
+        self.potential, self.cutoff, self.seconds = potential, potential.cutoff, []
+
+    def __call__(self, *args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return self.potential(*args, **kwargs)
+        finally:
+            self.seconds.append(time.perf_counter() - started)
+
+    def slow_calls(self) -> tuple[int, float]:
+        """Calls over 3× the median call, and their seconds."""
+        slow = [s for s in self.seconds if s > 3 * float(np.median(self.seconds))]
+        return len(slow), sum(slow)
+
+
 def batched(starts, potential, fmax, max_steps, batch_size, dtype):
     stage = Stage("physical", fmax=fmax, max_steps=max_steps, cell="full")
     jobs = (Job(key=k, atoms=Atoms(a.numbers, a.positions, cell=a.cell, pbc=True), stages=(stage,))
@@ -125,7 +144,7 @@ def main() -> None:
     print(f"## SevenNet-0 relaxations, {args.n} MP-20 val cells ({atoms} atoms), fmax {args.fmax}, at most "
           f"{args.max_steps} steps, {args.threads} torch thread(s), torch {torch.__version__}")
     print("| relaxer | structures | seconds | structures/s | structure-steps/s | model calls | converged |")
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|", flush=True)
     if args.n_serial:
         potentials.ase_calculator("sevennet-0")  # loading is not timed
         started = time.perf_counter()
@@ -140,15 +159,17 @@ def main() -> None:
         settings = variant_settings(name, args.batch_size)
         potential = potentials.SevenNetPotential(compiled=settings["compiled"])
         clock = ModelClock(potential.model) if args.profile and k == 0 else None
+        calls = CallClock(potential)
         with Timers(PARTS if clock else {}) as timers:
             started = time.perf_counter()
-            results, calls = batched(starts, potential, args.fmax, args.max_steps, settings["batch_size"],
-                                     settings["dtype"])
+            results, n_calls = batched(starts, calls, args.fmax, args.max_steps, settings["batch_size"],
+                                       settings["dtype"])
             seconds = time.perf_counter() - started
         steps = sum(s for _, s, _ in results)
         print(f"| batched, {name} ({settings['batch_size']} per call) | {args.n} | {seconds:.1f} | "
-              f"{args.n / seconds:.4f} | {steps / seconds:.2f} | {calls} | {sum(c for *_, c in results)} |",
+              f"{args.n / seconds:.4f} | {steps / seconds:.2f} | {n_calls} | {sum(c for *_, c in results)} |",
               flush=True)
+        print("    calls over 3x the median: {} ({:.1f} s)".format(*calls.slow_calls()), flush=True)
         energies = np.array([e for e, _, _ in results])
         if reference is None:
             reference = energies
@@ -156,11 +177,11 @@ def main() -> None:
                 difference = np.abs(energies[: args.n_serial] - np.array([e for e, _, _ in ase])).max()
                 same_steps = sum(a[1] == b[1] for a, b in zip(ase, results))
                 print(f"    against serial ASE: largest |ΔE|/atom {difference:.2e} eV, same step count "
-                      f"{same_steps}/{args.n_serial}")
+                      f"{same_steps}/{args.n_serial}", flush=True)
         else:
             print(f"    against {args.variants[0]}: largest |ΔE|/atom {np.abs(energies - reference).max():.2e} eV, "
                   "pairs of one formula ordered differently: {} of {}".format(
-                      *order_changes(formulas, energies, reference)))
+                      *order_changes(formulas, energies, reference)), flush=True)
         if clock:
             parts = dict(timers.seconds)
             parts.update(clock.seconds)
@@ -170,7 +191,7 @@ def main() -> None:
             parts["rest of the loop (admit, retire, Python)"] = seconds - call - sum(
                 v for key, v in timers.seconds.items() if key != "potential call")
             for part, value in parts.items():
-                print(f"    {part}: {value:.1f} s ({value / seconds:.0%})")
+                print(f"    {part}: {value:.1f} s ({value / seconds:.0%})", flush=True)
 
 
 if __name__ == "__main__":

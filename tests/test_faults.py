@@ -379,7 +379,8 @@ def test_an_earlier_run_survives_a_full_disk_on_resume(files, monkeypatch, capsy
     from respmatch.store import read_run
 
     indices = [a.info["index"] for a in read_run(run)]
-    assert indices[:2] == [0, 1] and len(indices) == 3 and indices[2] in (2, 3)
+    # The structures seen to finish at one look are one transaction: stored whole or not at all.
+    assert indices[:2] == [0, 1] and len(indices) in (2, 3) and set(indices[2:]) <= {2, 3}
 
 
 # --- Ctrl-C and kill -9 of a running command -------------------------------------------------------
