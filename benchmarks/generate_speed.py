@@ -8,7 +8,7 @@ in the parts of a step that issue 24 names.
 
 With ``--cli-n N`` the same run also times the command a user types, ``respmatch generate``
 of N cells in a fresh process (wall time, start-up included), against the serial rate measured
-above; ``--startup`` times ``respmatch --help`` and a ``generate`` process up to its first step,
+above: once with the command's own default batch, or once per ``--cli-batch-size`` value; ``--startup`` times ``respmatch --help`` and a ``generate`` process up to its first step,
 and names the heavy packages loaded by then.
 
     python benchmarks/generate_speed.py --n 256 --n-serial 16 --batch-size 256 --cli-n 512 --startup
@@ -179,14 +179,16 @@ def startup_figures(model: str, threads: int) -> dict:
     return {"help_s": min(helps), "generate_first_step_s": first["seconds"], "heavy_loaded": first["heavy"]}
 
 
-def cli_run(model: str, n: int, batch_size: int, threads: int, dtype: str, extra: list[str]) -> float:
-    """Wall seconds of ``respmatch generate`` of ``n`` C8 cells at 5 Å³/atom, start-up included."""
+def cli_run(model: str, n: int, batch_size: str | None, threads: int, dtype: str, extra: list[str]) -> float:
+    """Wall seconds of ``respmatch generate`` of ``n`` C8 cells at 5 Å³/atom, start-up included
+    (``batch_size`` None: the command's default)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    batch = [] if batch_size is None else ["--batch-size", batch_size]
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()
         subprocess.run(
             [sys.executable, "-m", "respmatch.cli", "generate", "--model", model, "--composition", "C8",
-             "--volume-per-atom", "5", "--n", str(n), "--batch-size", str(batch_size), "--threads", str(threads),
+             "--volume-per-atom", "5", "--n", str(n), *batch, "--threads", str(threads),
              "--dtype", dtype, "--quiet", "--out", str(Path(folder) / "run.db"), *extra],
             env=env, check=True, capture_output=True,
         )
@@ -205,6 +207,8 @@ def main() -> None:
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cli-n", type=int, help="also time `respmatch generate` of this many C8 cells")
+    parser.add_argument("--cli-batch-size", nargs="+", default=[None],
+                        help="that command's --batch-size, one run per value, in turn (default: its own default)")
     parser.add_argument("--cli-option", action="append", default=[], help="extra argument of that command")
     parser.add_argument("--startup", action="store_true", help="also time start-up (`--help`, first step)")
     args = parser.parse_args()
@@ -242,13 +246,16 @@ def main() -> None:
     print(f"| serial ASE FIRE + FrechetCellFilter | {n_serial} | {serial_seconds:.1f} | {serial_rate:.3f} | {share} | {median} |")
     share, median = summary([r.converged for r in batched], [r.energy / args.atoms for r in batched])
     print(f"| respmatch batched (batch {args.batch_size}) | {args.n} | {batched_seconds:.1f} | {batched_rate:.3f} | {share} | {median} |")
-    if args.cli_n:
-        wall = cli_run(str(path), args.cli_n, args.batch_size, args.threads, args.dtype, args.cli_option)
-        print(f"| `respmatch generate --n {args.cli_n}` (wall, start-up included) | {args.cli_n} | {wall:.1f} | "
-              f"{args.cli_n / wall:.3f} | | |")
+    walls = []
+    for batch in args.cli_batch_size if args.cli_n else []:
+        walls.append((batch, cli_run(str(path), args.cli_n, batch, args.threads, args.dtype, args.cli_option)))
+        option = "" if batch is None else f" --batch-size {batch}"
+        print(f"| `respmatch generate --n {args.cli_n}{option}` (wall, start-up included) | {args.cli_n} | "
+              f"{walls[-1][1]:.1f} | {args.cli_n / walls[-1][1]:.3f} | | |", flush=True)
     print(f"\nspeed-up: {batched_rate / serial_rate:.1f}× relaxations per second (in-process batch)")
-    if args.cli_n:
-        print(f"speed-up of the CLI run: {args.cli_n / wall / serial_rate:.1f}× (wall time with start-up)")
+    for batch, wall in walls:
+        which = "its default batch" if batch is None else f"--batch-size {batch}"
+        print(f"speed-up of the CLI run ({which}): {args.cli_n / wall / serial_rate:.1f}× (wall time with start-up)")
     same = [
         (abs(e - r.energy / args.atoms) < 1e-3, c == r.converged)
         for (c, e), r in zip(serial_results, batched[:n_serial])

@@ -42,6 +42,11 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _batch_size(text: str) -> int | None:
+    """``auto`` (None: the relaxer sizes its batch by atoms) or a count of structures."""
+    return None if text.strip().lower() == "auto" else _positive_int(text)
+
+
 def _positive_float(text: str) -> float:
     value = float(text)
     if not (math.isfinite(value) and value > 0):
@@ -65,6 +70,7 @@ def _volume(text: str) -> float | tuple[float, float]:
 
 positive_int = _type("positive whole number", "a whole number of at least 1", _positive_int)
 non_negative_int = _type("whole number", "a whole number of at least 0", _non_negative_int)
+batch_size = _type("batch size", "a whole number of at least 1, or auto (by atoms)", _batch_size)
 positive_float = _type("positive number", "a finite number above 0", _positive_float)
 fraction = _type("fraction", "a number from 0 to 1", _fraction)
 volume_range = _type("volume", "Å³ per atom: a number V > 0 or a range A:B with 0 < A ≤ B", _volume)

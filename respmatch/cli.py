@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from respmatch.arguments import (
     CommandParser,
     Parser,
+    batch_size,
     database,
     figure_path,
     fraction,
@@ -178,7 +179,9 @@ def generate_arguments(p: CommandParser) -> None:
                    help="relax with symmetrised forces and stress (ASE's FixSymmetry)")
     p.add_argument("--preset", choices=list(SEARCH_PRESETS))
     p.add_argument("--volume-per-atom", type=volume_range, help="Å³ per atom, V or a range A:B sampled evenly")
-    p.add_argument("--batch-size", type=positive_int, default=64)
+    p.add_argument("--batch-size", type=batch_size, default=None, metavar="N|auto",
+                   help="structures relaxed at once; auto (default): as many as an atom budget holds "
+                        "(a fixed one on the CPU, the free memory's on a GPU)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",

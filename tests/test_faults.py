@@ -151,6 +151,7 @@ def test_unwritable_output_is_refused_before_any_work(files, command, fault, cap
         ("generate", ["--composition", "8C"], ["'8C'"]),
         ("generate", ["--composition", "C8+"], ["'C8+'"]),
         ("generate", ["--option", "nope=1"], ["nope"]),
+        ("generate", ["--batch-size", "0"], ["--batch-size", "got '0'", "or auto"]),
         ("recheck", ["--top", "0"], ["--top", "got '0'"]),
         ("recheck", ["--fmax", "nan"], ["--fmax", "got 'nan'", "above 0"]),
         ("recheck", ["--workers", "0"], ["workers"]),
@@ -378,7 +379,8 @@ def test_an_earlier_run_survives_a_full_disk_on_resume(files, monkeypatch, capsy
     from respmatch.store import read_run
 
     indices = [a.info["index"] for a in read_run(run)]
-    assert indices[:2] == [0, 1] and len(indices) == 3 and indices[2] in (2, 3)
+    # The structures seen to finish at one look are one transaction: stored whole or not at all.
+    assert indices[:2] == [0, 1] and len(indices) in (2, 3) and set(indices[2:]) <= {2, 3}
 
 
 # --- Ctrl-C and kill -9 of a running command -------------------------------------------------------

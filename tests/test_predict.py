@@ -32,7 +32,7 @@ def standin(monkeypatch, trained_diamond):
     float64 in place, so never the session's own)."""
     path, _ = trained_diamond
     model = respmatch.load_model(path)
-    monkeypatch.setattr(physics, "batched_potential", lambda name: model)
+    monkeypatch.setattr(physics, "batched_potential", lambda name, compiled=False: model)
     return path
 
 

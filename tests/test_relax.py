@@ -297,6 +297,16 @@ def test_the_atom_budget_is_never_exceeded(model, diamond):
     assert_same_results(budgeted, whole)
 
 
+def test_without_a_count_the_atom_budget_alone_sizes_the_batch(model, diamond):
+    starts = distorted_starts(diamond, 5)  # 8 atoms each
+    stages = (Stage("s", fmax=2e-3, max_steps=40, cell="full"),)
+    counting = CountingAtoms(model)
+    by_atoms, relaxer = relax_with(counting, starts, stages, batch_size=None, max_atoms=24)
+    assert relaxer.largest_batch == (3, 24) and max(atoms for atoms, _ in counting.batches) <= 24
+    by_count, _ = relax_with(model, starts, stages, batch_size=2)
+    assert_same_results(by_atoms, by_count)
+
+
 def test_a_structure_larger_than_the_budget_runs_alone(model, diamond):
     counting = CountingAtoms(model)
     results, _ = relax_with(counting, distorted_starts(diamond, 3), (Stage("s", fmax=1e-2, max_steps=5),), 10, max_atoms=5)

@@ -37,8 +37,9 @@ class PhysicalPotential:
         """A new ASE calculator on the CPU."""
         raise NotImplementedError
 
-    def batched(self):
-        """A new batched ``Potential`` for the RM relaxer."""
+    def batched(self, compiled: bool = False):
+        """A new batched ``Potential`` for the RM relaxer (``compiled``: under torch.compile, where
+        the potential supports it)."""
         raise RespmatchError(f"potential {self.name!r} has no batched form (batched: {', '.join(BATCHED)})")
 
     def load(self, module: str):
@@ -62,8 +63,8 @@ class SevenNet0(PhysicalPotential):
     def calculator(self):
         return self.load("sevenn.calculator").SevenNetCalculator(self.model, device="cpu")
 
-    def batched(self):
-        return SevenNetPotential()
+    def batched(self, compiled: bool = False):
+        return SevenNetPotential(compiled)
 
 
 class CHGNet(PhysicalPotential):
@@ -75,7 +76,7 @@ class CHGNet(PhysicalPotential):
     def calculator(self):
         return self.load("chgnet.model.dynamics").CHGNetCalculator(use_device="cpu")
 
-    def batched(self):
+    def batched(self, compiled: bool = False):
         return CHGNetPotential()
 
 
@@ -149,10 +150,10 @@ def ase_calculator(name: str):
 
 
 @cache
-def batched_potential(name: str):
+def batched_potential(name: str, compiled: bool = False):
     """The potential as a batched ``Potential`` for the RM relaxer (crystal potentials only),
-    loaded once per process."""
-    return potential_info(name).batched()
+    loaded once per process (``compiled``: see ``SevenNetPotential``)."""
+    return potential_info(name).batched(compiled)
 
 
 class SevenNetPotential:
@@ -161,9 +162,13 @@ class SevenNetPotential:
     The graph is handed over in SevenNet's layout (edge i -> j with vector r_j - r_i + shift), as
     sevenn's own torch-sim interface builds it, so SevenNet computes no neighbour lists itself.
     SevenNet runs in float32 only; the batch comes back in its own dtype.
+
+    ``compiled``: each convolution's tensor product (e3nn) runs under ``torch.compile``, which
+    fuses its many small per-path products and the zero-filled gradients of its input slices
+    (docs/results.md, "SevenNet-0 on the CPU"); the first calls compile.
     """
 
-    def __init__(self):
+    def __init__(self, compiled: bool = False):
         info = POTENTIALS["sevennet-0"]
         self.keys = info.load("sevenn._keys")
         self.data_class = info.load("sevenn.atom_graph_data").AtomGraphData
@@ -171,6 +176,10 @@ class SevenNetPotential:
         model = info.load("sevenn.util").load_checkpoint(info.model).build_model()
         model.set_is_batch_data(True)
         model.eval_type_map = torch.tensor(True)
+        if compiled:
+            for name, module in model.named_children():
+                if name.endswith("_convolution"):
+                    module.convolution = torch.compile(module.convolution, dynamic=True)
         self.model = model.eval()
         self.cutoff = float(model.cutoff)
 

@@ -8,6 +8,7 @@ index; on a cluster each worker relaxes chunks of a few batches and the client a
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -22,7 +23,7 @@ from respmatch.files import check_output
 from respmatch.model import Denoiser, as_model
 from respmatch.model.checkpoint import torch_device
 from respmatch.record import Record
-from respmatch.search.relax import BatchRelaxer, Relaxed
+from respmatch.search.relax import CPU_MAX_ATOMS, BatchRelaxer, Relaxed
 from respmatch.search.spec import SearchSpec
 from respmatch.store import RunStore
 
@@ -32,8 +33,9 @@ Item = tuple[object, SearchSpec, int]
 CHUNK_BATCHES = 4  # a cluster chunk is this many batches unless chunk_size says otherwise
 
 
-def check_batch_size(batch_size: int) -> None:
-    if batch_size <= 0:
+def check_batch_size(batch_size: int | None) -> None:
+    """A count of structures, or None: batches sized by the relaxer's atom budget."""
+    if batch_size is not None and batch_size <= 0:
         raise RespmatchError(f"batch size must be positive, got {batch_size}")
 
 
@@ -48,8 +50,9 @@ def record_of(result: Relaxed, spec: SearchSpec, index: int) -> Record:
     )
 
 
-def relax_items(relaxer: BatchRelaxer, items: Iterable[Item]) -> Iterator[tuple[object, Atoms, Record]]:
-    """Relax the items through one batch; yield (key, relaxed atoms, record) as each finishes."""
+def relax_items(relaxer: BatchRelaxer, items: Iterable[Item]) -> Iterator[list[tuple[object, Atoms, Record]]]:
+    """Relax the items through one batch; yield lists of (key, relaxed atoms, record), the
+    structures seen to finish at one look of the host together."""
     pending: dict[object, tuple[SearchSpec, int]] = {}
 
     def jobs():
@@ -57,23 +60,26 @@ def relax_items(relaxer: BatchRelaxer, items: Iterable[Item]) -> Iterator[tuple[
             pending[key] = spec, index
             yield spec.job(index, key=key)
 
-    for result in relaxer.run(jobs()):
-        spec, index = pending.pop(result.key)
-        yield result.key, result.atoms, record_of(result, spec, index)
+    for group in relaxer.run_groups(jobs()):
+        out = []
+        for result in group:
+            spec, index = pending.pop(result.key)
+            out.append((result.key, result.atoms, record_of(result, spec, index)))
+        yield out
 
 
-def relax_chunk(items: list[Item], model: ShippedModel, batch_size: int, device: str, dtype) -> list:
+def relax_chunk(items: list[Item], model: ShippedModel, batch_size: int | None, device: str, dtype) -> list:
     """One cluster chunk, on a worker: the shipped model (checked against its checksum) relaxes
     the chunk's items with the batched relaxer; the results go back to the client."""
     relaxer = BatchRelaxer(model.load(device, dtype), batch_size=batch_size, device=device, dtype=dtype)
-    return list(relax_items(relaxer, items))
+    return [result for group in relax_items(relaxer, items) for result in group]
 
 
 def relaxed(
     model: Denoiser,
     items: Iterable[Item],
     *,
-    batch_size: int,
+    batch_size: int | None,
     device: str,
     dtype,
     client=None,
@@ -81,14 +87,22 @@ def relaxed(
     chunk_log: list | None = None,
 ) -> Iterator[list[tuple[object, Atoms, Record]]]:
     """Relax the items here or on a Dask ``client``: groups of results as they complete (one
-    structure at a time here, one chunk at a time on a cluster, its timings added to
-    ``chunk_log``).  Items are taken as the batch or the cluster has room for them."""
+    look of the relaxer at a time here, one chunk at a time on a cluster, its timings added to
+    ``chunk_log``).  Items are taken as the batch or the cluster has room for them.
+    ``batch_size`` None: batches sized by atoms (the relaxer's budget); a cluster chunk is then
+    ``CHUNK_BATCHES`` times what the CPU budget holds of the first item's structure."""
     if client is None:
         relaxer = BatchRelaxer(model, batch_size=batch_size, device=device, dtype=dtype)
-        for result in relax_items(relaxer, items):
-            yield [result]
+        yield from relax_items(relaxer, items)
         return
-    chunks = chunked(items, chunk_size or CHUNK_BATCHES * batch_size)
+    if chunk_size is None:
+        items = iter(items)
+        first = next(items, None)
+        if first is None:
+            return
+        items = itertools.chain([first], items)
+        chunk_size = CHUNK_BATCHES * (batch_size or max(1, CPU_MAX_ATOMS // len(first[1].numbers)))
+    chunks = chunked(items, chunk_size)
     results = run_chunks(
         client, relax_chunk, chunks, ShippedModel.of(model), batch_size=batch_size, device=device, dtype=dtype
     )
@@ -107,7 +121,7 @@ def generate(
     preset: str | None = None,
     volume_per_atom: float | tuple[float, float] | None = None,
     seed: int = 0,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     device: str = "cpu",
     dtype=torch.float32,
     resume: bool = False,
@@ -124,7 +138,8 @@ def generate(
     ``model``: a checkpoint path, a model, or what ``respmatch.train()`` returns.  ``client``: a
     ``distributed.Client`` to relax chunks of ``chunk_size`` structures (default four batches)
     on its workers; the store is written here, by this process only.  The summary's ``chunks``
-    holds each cluster chunk's timings (``ChunkResult.timings``).
+    holds each cluster chunk's timings (``ChunkResult.timings``).  ``batch_size``: structures
+    relaxed at once; None (default): as many as the relaxer's atom budget holds.
 
     ``valid_only`` (molecules, here only): store only strictly valid molecules, ``n`` of them;
     an invalid try is kicked and relaxed again up to ``max_kicks`` times, then replaced by a
@@ -145,7 +160,7 @@ def generate(
         **spec.parameters(),
         "model": model_path,
         "dtype": str(dtype).replace("torch.", ""),
-        "batch_size": batch_size,
+        "batch_size": "auto" if batch_size is None else batch_size,
         "device": device,
     }
     if valid_only:  # only then: runs stored before the option existed still resume
@@ -222,7 +237,7 @@ def search_compositions(
     preset: str | None = None,
     volume_per_atom: float | tuple[float, float] | None = None,
     seed: int = 0,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     device: str = "cpu",
     dtype=torch.float32,
     options: dict | None = None,

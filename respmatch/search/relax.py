@@ -46,7 +46,10 @@ MIN_VOLUME_RATIO = 0.25  # a full-cell stage that shrinks a cell 4x has collapse
 # ASE FIRE defaults (ase.optimize.FIRE).
 DT_START, DT_MAX, N_MIN, F_INC, F_DEC, ALPHA_START, F_ALPHA = 0.1, 1.0, 5, 1.1, 0.5, 0.1, 0.99
 CHECK_EVERY_DEVICE = 10  # steps between the host's looks at a batch on a GPU (issue 24)
-CPU_MAX_ATOMS = 4096  # atom budget of a CPU batch: beyond it a larger batch no longer runs faster
+# Atom budget of a CPU batch (``--batch-size auto``): measured on one thread, a step costs the same
+# per structure from 512 to 4096 atoms of C8 cells, while C5H8O molecules slow by half past about
+# 3,000 atoms (docs/results.md, issue 24).
+CPU_MAX_ATOMS = 2048
 PROBE_ATOMS = 2048  # atoms of the potential call that measures a GPU batch's memory per atom
 
 
@@ -398,7 +401,7 @@ def device_atom_budget(potential: Potential, sample: Atoms, device, dtype, fract
 
 class BatchRelaxer:
     """Relax a stream of jobs, up to ``batch_size`` structures and ``max_atoms`` atoms at a time,
-    one potential call per step.
+    one potential call per step (``batch_size`` None: the atom budget alone sizes the batch).
 
     A potential that is a torch module is moved to ``device`` and ``dtype`` in place, as
     ``nn.Module.to`` does; any other is called with the batch in that dtype and on that device.
@@ -413,7 +416,7 @@ class BatchRelaxer:
     def __init__(
         self,
         potential: Potential,
-        batch_size: int = 64,
+        batch_size: int | None = 64,
         device="cpu",
         dtype=torch.float32,
         *,
@@ -424,7 +427,7 @@ class BatchRelaxer:
         if isinstance(potential, torch.nn.Module):
             potential = potential.to(device=device, dtype=dtype).eval()
         self.potential = potential
-        self.batch_size = int(batch_size)
+        self.batch_size = math.inf if batch_size is None else int(batch_size)
         self.device, self.dtype = device, dtype
         on_cpu = torch.device(device).type == "cpu"
         self.max_atoms = max_atoms if max_atoms is not None else (CPU_MAX_ATOMS if on_cpu else None)
@@ -445,6 +448,12 @@ class BatchRelaxer:
 
     def run(self, jobs: Iterable[Job]) -> Iterator[Relaxed]:
         """Yield each structure as soon as the host sees its last stage end (not in input order)."""
+        for group in self.run_groups(jobs):
+            yield from group
+
+    def run_groups(self, jobs: Iterable[Job]) -> Iterator[list[Relaxed]]:
+        """As ``run``, the structures the host saw end at one look together: a store commits
+        them at once (a commit per structure cost more than a C8 cell's relaxation steps)."""
         incoming = iter(jobs)
         restarts: deque[Job] = deque()  # jobs between stages go before new ones
         table: dict[int, Job] = {}
@@ -458,7 +467,9 @@ class BatchRelaxer:
             # The host's part: retire, admit, renew lists.
             changed = False
             if state is not None and bool(state.done.any()):
-                yield from self._retire(state, table, restarts)
+                finished = list(self._retire(state, table, restarts))
+                if finished:
+                    yield finished
                 keep = ~state.done
                 state = state.select(keep)
                 if lists is not None:
