@@ -31,6 +31,8 @@ from respmatch.model import as_model
 from respmatch.model.checkpoint import torch_device
 from respmatch.predict import groups as grouping
 from respmatch.predict.funnel import STAGES, funnel_counts
+from respmatch.predict.molecule_settings import check_kind, model_kind
+from respmatch.predict.molecules import predict_molecules
 from respmatch.predict.output import ranking_table, write_cifs
 from respmatch.predict.physics import RelaxSettings, atoms_of, relax_candidates
 from respmatch.predict.settings import PredictSettings
@@ -50,9 +52,11 @@ def predict(
     settings: PredictSettings | None = None,
     resume: bool = False,
     cif_dir: str | Path | None = None,
+    sdf_dir: str | Path | None = None,
+    xyz_dir: str | Path | None = None,
     report: str | Path | None = None,
     batch_size: int = 64,
-    physics_batch_size: int = 16,
+    physics_batch_size: int | None = None,
     device: str = "cpu",
     workers: int | None = None,
     scheduler: str | None = None,
@@ -67,11 +71,22 @@ def predict(
     (``found``), its lowest Ẽ and how many shortlisted candidates relaxed into it.  ``cif_dir``:
     one CIF per ranked structure, ``cif_dir/FORMULA/RANK.cif``; ``report``: the HTML report.
     ``workers``/``scheduler``/``client``: the search and the physics on Dask workers.
+
+    A model trained on molecules predicts molecules instead (``predict.molecules``: settings
+    ``MoleculeSettings``, outputs ``sdf_dir``/``xyz_dir``); the other kind's settings are refused.
     """
-    settings = settings or PredictSettings()
     formulas = list(dict.fromkeys([formulas] if isinstance(formulas, str) else formulas))
     if not formulas:
         raise RespmatchError("give at least one formula")
+    kind = model_kind(model)
+    if kind == "molecule":
+        check_kind(kind, settings, cif_dir=cif_dir, physics_batch_size=physics_batch_size, workers=workers,
+                   scheduler=scheduler, client=client)
+        return predict_molecules(formulas, model, out, settings=settings, resume=resume, sdf_dir=sdf_dir, xyz_dir=xyz_dir,
+                                 report=report, batch_size=batch_size, device=device, progress=progress)
+    check_kind(kind, settings, sdf_dir=sdf_dir, xyz_dir=xyz_dir)
+    settings = settings or PredictSettings()
+    physics_batch_size = 16 if physics_batch_size is None else physics_batch_size
     check_batch_size(batch_size)
     check_batch_size(physics_batch_size)
     torch_device(device)

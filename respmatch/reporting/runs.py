@@ -14,6 +14,7 @@ from ase import Atoms
 
 from respmatch.errors import RespmatchError
 from respmatch.predict.funnel import read_funnel
+from respmatch.predict.molecule_funnel import read_funnel as read_molecule_funnel
 from respmatch.predict.store import has_stages
 from respmatch.run import Entry, Run, open_run
 
@@ -24,7 +25,7 @@ class RunView:
 
     run: Run
     rows: list[dict]
-    funnel: dict | None = None  # a predict run's stages (predict.funnel.read_funnel)
+    funnel: dict | None = None  # a predict run's stages (predict.funnel / predict.molecule_funnel)
 
     @property
     def name(self) -> str:
@@ -67,7 +68,10 @@ def view(run: Run, label: str | None = None) -> RunView:
     if not run.entries:
         raise RespmatchError(f"{label or run.name}: the run holds no structures yet")
     path = None if run.folder is None else run.folder / run.name
-    funnel = read_funnel(path, run.parameters) if path and "formulas" in run.parameters and has_stages(path) else None
+    if run.parameters.get("predict") == "molecules":
+        funnel = read_molecule_funnel(run)
+    else:
+        funnel = read_funnel(path, run.parameters) if path and "formulas" in run.parameters and has_stages(path) else None
     return RunView(run, [summary(entry) for entry in run.entries], funnel)
 
 
