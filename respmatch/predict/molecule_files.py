@@ -13,6 +13,7 @@ from rdkit import Chem
 
 from respmatch.chem import perceive
 from respmatch.files import atomic_path
+from respmatch.predict.output import ranked_paths
 
 EV = "GFN2-xTB energy (eV)"
 
@@ -44,11 +45,7 @@ def write_isomers(folder: str | Path, suffix: str, rankings: dict[str, list[dict
     """``folder/FORMULA/RANK.suffix`` for every ranked isomer (rank 1 the lowest energy);
     ``structure(key)`` is a conformer's relaxed geometry.  The paths written."""
     written = []
-    for formula, isomers in rankings.items():
-        target = Path(folder) / formula
-        target.mkdir(parents=True, exist_ok=True)
-        for rank, isomer in enumerate(isomers, 1):
-            path = target / f"{rank}.{suffix}"
-            WRITERS[suffix](path, formula, rank, isomer, [structure(c["best"]) for c in isomer["conformers"]])
-            written.append(path)
+    for path, formula, rank, isomer in ranked_paths(folder, rankings, suffix):
+        WRITERS[suffix](path, formula, rank, isomer, [structure(c["best"]) for c in isomer["conformers"]])
+        written.append(path)
     return written
