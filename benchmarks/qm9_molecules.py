@@ -57,9 +57,10 @@ QUICK_STAGES = {"relax.max_steps": 100, "kick-relax.max_steps": 100}
 
 
 def read_qm9() -> list[Atoms]:
-    """All QM9 molecules shipped by qm9pack; ``info``: QM9 index and the data set's SMILES.
+    """All QM9 molecules shipped by qm9pack; ``info``: QM9 index, the data set's SMILES and U0
+    (internal energy at 0 K, hartree).
 
-    Read from the package's csv files directly, only the four columns needed:
+    Read from the package's csv files directly, only the five columns needed:
     ``qm9pack.get_data()`` parses every column (frequencies, Mulliken charges) of 230 MB, and
     importing qm9pack needs ``pkg_resources``, which recent setuptools no longer ship; the
     package is located without importing it.
@@ -68,16 +69,17 @@ def read_qm9() -> list[Atoms]:
     if spec is None:
         raise SystemExit('QM9 needs the qm9pack package: pip install -e ".[benchmarks]"')
     folder = Path(spec.submodule_search_locations[0]) / "data"
-    columns = ["Index", "SMILES", "Elements", "XYZ_Ang"]
+    columns = ["Index", "SMILES", "Elements", "XYZ_Ang", "InternalEnergy_0K_au"]
     frame = pd.concat(
         [pd.read_csv(folder / f"qm9_part{k}.csv", usecols=columns) for k in (1, 2, 3)], ignore_index=True
     )
     molecules = []
-    for index, smiles, elements, xyz in frame.itertuples(index=False):
+    for index, smiles, elements, xyz, u0 in frame[columns].itertuples(index=False):
         symbols = json.loads(elements.replace("'", '"'))
         # Not JSON: a few coordinates are written "1." (two linear molecules).
         positions = np.fromstring(xyz.replace("[", "").replace("]", ""), sep=",").reshape(len(symbols), 3)
-        molecules.append(Atoms(symbols, positions=positions, info={"qm9_index": int(index), "smiles": smiles}))
+        info = {"qm9_index": int(index), "smiles": smiles, "u0_hartree": float(u0)}
+        molecules.append(Atoms(symbols, positions=positions, info=info))
     return molecules
 
 

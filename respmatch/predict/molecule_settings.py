@@ -21,8 +21,9 @@ from respmatch.search.spec import default_preset
 
 @dataclass(frozen=True)
 class MoleculeSettings:
-    # N: strictly valid molecules searched per formula.  50 costs about a minute per QM9-sized
-    # formula on one CPU core with the shipped qm9 model (docs/results.md, "Predict: molecules").
+    # N: strictly valid molecules searched per formula.  50 cost 1 to 3 CPU-minutes of search for
+    # a 12-atom QM9 formula on one core with the shipped qm9 model (docs/results.md, "Predict:
+    # molecules"); more, with --resume --n, once a first look is worth it.
     n: int = 50
     max_kicks: int = 3  # an invalid try is kicked and relaxed again this often, then replaced
     max_tries: int | None = None  # fresh starts per formula before giving up on N (default 20 N)

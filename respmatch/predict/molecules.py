@@ -140,6 +140,7 @@ class MoleculeFunnel:
     def __init__(self, runs: RunStore, specs: dict[str, SearchSpec], settings: MoleculeSettings, progress: bool):
         self.runs, self.specs, self.settings, self.progress = runs, specs, settings, progress
         self.relaxations: dict[str, Relaxation] = {}
+        runs.begin_stage("time", {})
 
     @contextmanager
     def timed(self, stage: str):
@@ -154,7 +155,6 @@ class MoleculeFunnel:
 
     def search(self, model, batch_size: int, device: str) -> None:
         """N strictly valid molecules per formula, each stored as a row the moment it is found."""
-        self.runs.begin_stage("time", {})
         self.runs.begin_stage("search", {"max_kicks": self.settings.max_kicks})
         stored = self.runs.stages.records("search", SearchCounts)
         done = self.runs.done_indices()
