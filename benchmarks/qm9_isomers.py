@@ -33,7 +33,7 @@ from ase import Atoms
 from rdkit.rdBase import BlockLogs
 
 import respmatch
-from qm9_molecules import HELD_OUT_FRACTION, read_qm9, split
+from qm9_molecules import HELD_OUT_FRACTION, check_builtin_split, read_qm9, split
 from respmatch.builtin import model_path
 from respmatch.chem import judge
 from respmatch.predict.isomers import rank_isomers
@@ -90,9 +90,7 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true", help="continue the runs in --out-dir")
     args = parser.parse_args()
     sizes = sorted(int(n) for n in args.n.split(","))
-    if args.model == "qm9" and (args.held_out_fraction, args.seed) != (HELD_OUT_FRACTION, 0):
-        parser.error(f"the built-in qm9 model was trained on the split --held-out-fraction {HELD_OUT_FRACTION} "
-                     "--seed 0; another split would search molecules it trained on")
+    check_builtin_split(parser, args)
     torch.set_num_threads(args.threads)
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
