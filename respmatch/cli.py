@@ -429,7 +429,8 @@ COMMANDS = {
     "evaluate": ("judge generated structures and print a table", evaluate_arguments, run_evaluate),
     "report": ("write a self-contained HTML report of a run", report_arguments, run_report),
     "demo": ("train on built-in diamond, generate carbon, evaluate, predict SrTiO3", demo_arguments, run_demo),
-    "predict": ("the structure of a formula: search, distinct, shortlist, physics, ranked", predict_arguments, run_predict),
+    "predict": ("the structure of a formula: search, distinct, shortlist, physics, ranked; "
+                "with a molecule model its isomers: valid molecules, GFN2-xTB, ranked", predict_arguments, run_predict),
     "info": ("describe a trained model", info_arguments, run_info),
 }
 
