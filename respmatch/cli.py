@@ -352,7 +352,7 @@ def run_demo(args) -> None:
 # Options that set a prediction's settings (``PredictSettings`` for crystals, ``MoleculeSettings``
 # for molecules); unset ones are None, so that an option of the other kind's funnel is refused.
 PREDICT_SETTINGS = ("tries", "keep", "relax", "score", "potential", "screen_steps", "fmax", "max_steps", "symmetry",
-                    "n", "max_kicks", "max_tries", "rmsd")
+                    "n", "max_kicks", "max_tries", "rmsd", "box")
 
 
 def predict_arguments(p: CommandParser) -> None:
@@ -384,6 +384,8 @@ def predict_arguments(p: CommandParser) -> None:
     molecules.add_argument("--max-tries", type=positive_int, help="fresh starts per formula at most (default 20 N)")
     molecules.add_argument("--rmsd", type=positive_float,
                            help=f"Å: geometries of one isomer closer than this are one conformer (default {m.rmsd})")
+    molecules.add_argument("--box", type=positive_float, nargs=3, metavar=("X", "Y", "Z"),
+                           help=f"Å, the box search starts are drawn in (default {' '.join(map(str, m.box))})")
     p.add_output("--sdf-dir", kind="folder", metavar="DIR",
                  help="molecules: write DIR/FORMULA/RANK.sdf for every ranked isomer, its conformers lowest first")
     p.add_output("--xyz-dir", kind="folder", metavar="DIR", help="molecules: the same as DIR/FORMULA/RANK.xyz")

@@ -82,7 +82,8 @@ def predict_molecules(
     if report is not None:
         check_output(report, inputs=[out], option="--report")
     rm_model = as_model(model, device)
-    specs = {f: SearchSpec.build(rm_model, f, settings.n, "molecule", None, settings.seed) for f in formulas}
+    specs = {f: SearchSpec.build(rm_model, f, settings.n, "molecule", None, settings.seed,
+                                  {"box": list(settings.box)}) for f in formulas}
     version = package_version(settings.potential)
     for formula, spec in specs.items():
         check_formula(formula, spec.numbers, settings.potential)
