@@ -34,13 +34,11 @@ from respmatch.model import as_model
 from respmatch.model.checkpoint import torch_device
 from respmatch.predict.isomers import rank_isomers
 from respmatch.predict.molecule_files import write_isomers
-from respmatch.predict.molecule_funnel import (
-    STAGES, Ranking, Relaxation, SearchCounts, StageTime, funnel_counts, ranking_table,
-)
+from respmatch.predict.molecule_funnel import Ranking, Relaxation, SearchCounts, StageTime, ranking_table, read_funnel
 from respmatch.predict.molecule_settings import MoleculeSettings
 from respmatch.recheck.check import RecheckSettings, relax_structures
 from respmatch.recheck.potentials import covered_elements, package_version
-from respmatch.run import RunStore
+from respmatch.run import RunStore, open_run
 from respmatch.search.generate import check_batch_size, record_of
 from respmatch.search.relax import BatchRelaxer
 from respmatch.search.spec import SearchSpec
@@ -105,16 +103,12 @@ def predict_molecules(
         funnel.search(rm_model, batch_size, device)
         funnel.relax(version)
         rankings = funnel.rank()
-        stored = runs.stages
-        counts = funnel_counts(stored.records("search", SearchCounts), funnel.relaxations, stored.records("isomers", Ranking),
-                               formulas)
-        spent = stored.records("time", StageTime)
-        summary = {"out": str(out), "rankings": rankings, "funnel": counts,
-                   "time": {s: {"wall_s": spent[s].wall_s, "cpu_s": spent[s].cpu_s} for s in STAGES if s in spent}}
-        summary["table"] = ranking_table({"counts": counts, "rankings": rankings})
         for folder, suffix in ((sdf_dir, "sdf"), (xyz_dir, "xyz")):
             if folder is not None:
                 write_isomers(folder, suffix, rankings, funnel.structure)
+    shown = read_funnel(open_run(out))
+    summary = {"out": str(out), "rankings": shown["rankings"], "funnel": shown["counts"], "time": shown["time"],
+               "table": ranking_table(shown)}
     if report is not None:
         from respmatch.reporting import report as write_report
 
