@@ -19,6 +19,7 @@ from respmatch.cli import main
 from respmatch.errors import RespmatchError
 from respmatch.predict import molecules
 from respmatch.predict.isomers import rank_isomers
+from respmatch.predict.molecule_files import write_isomers
 from respmatch.predict.molecule_funnel import Relaxation, SearchCounts
 from respmatch.predict.molecule_settings import MoleculeSettings
 from respmatch.recheck.check import RecheckSettings, relax_structures
@@ -38,7 +39,7 @@ def built(smiles: str, dihedral=None) -> Atoms:
     return Atoms([a.GetAtomicNum() for a in mol.GetAtoms()], mol.GetConformer().GetPositions())
 
 
-def test_conformers_of_one_isomer_group_together_and_isomers_rank_by_xtb_energy():
+def test_conformers_of_one_isomer_group_together_and_isomers_rank_by_xtb_energy(tmp_path):
     trans = built("CCO", (0, 1, 2, 8, 180.0))  # the OH hydrogen (atom 8) anti to the methyl
     gauche = built("CCO", (0, 1, 2, 8, 60.0))
     # trans again: turned, two methyl hydrogens swapped, shaken: another try in the same minimum
@@ -67,6 +68,15 @@ def test_conformers_of_one_isomer_group_together_and_isomers_rank_by_xtb_energy(
     assert len(ether["conformers"]) == 1
     # a threshold wider than the trans/gauche RMSD merges them: the RMSD decides, not the energy
     assert len(rank_isomers(relaxed, threshold=2.0)[0]["conformers"]) == 1
+
+    # One SDF per isomer, its conformers lowest first, bonds as the judge perceived them.
+    geometry = {m["key"]: m["atoms"] for m in relaxed}
+    write_isomers(tmp_path, "sdf", {"C2H6O": isomers}, geometry.__getitem__)
+    conformers = list(Chem.SDMolSupplier(str(tmp_path / "C2H6O" / "1.sdf"), removeHs=False))
+    assert [Chem.MolToSmiles(Chem.RemoveHs(m)) for m in conformers] == ["CCO", "CCO"]
+    assert [m.GetDoubleProp("GFN2-xTB energy (eV)") for m in conformers] == pytest.approx([c["energy"] for c in ethanol["conformers"]])
+    (ether_file,) = Chem.SDMolSupplier(str(tmp_path / "C2H6O" / "2.sdf"))
+    assert Chem.MolToSmiles(ether_file) == "COC" and ether_file.GetDoubleProp("E above lowest isomer (eV)") > 0
 
 
 @pytest.fixture(scope="module")
