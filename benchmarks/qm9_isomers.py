@@ -15,7 +15,8 @@ relaxes them with GFN2-xTB.  For each N, over the first N valid molecules the se
 Beside them: distinct valid molecules per CPU-second of the search (this process's CPU time, at
 the largest N; one torch thread by default, so that CPU and wall time agree).
 
-Writes OUT/FORMULA.db (the prediction runs; --resume continues them) and OUT/summary.json.
+Writes OUT/FORMULA.db (the prediction runs; --resume continues them), OUT/qm9_reference.json (the
+formulas and their QM9 isomers, so that a resumed pass does not read QM9 again) and OUT/summary.json.
 
     python benchmarks/qm9_isomers.py --formulas 5                # N = 50 and 200
     python benchmarks/qm9_isomers.py --formulas 3 --n 20,50 --max-atoms 12   # minutes on one core
@@ -44,11 +45,41 @@ from respmatch.predict.molecule_settings import MoleculeSettings
 from respmatch.run import open_run
 
 
+REFERENCE_FORMULAS = 20  # formulas whose QM9 isomers a first pass perceives and keeps
+
+
 def qm9_isomers(molecules: list[Atoms]) -> tuple[set[str], str | None]:
     """(strictly valid SMILES of the formula's QM9 molecules, SMILES of its lowest-U0 molecule)."""
     verdicts = [(a.info["u0_hartree"], judge(a)) for a in molecules]
     lowest = min(verdicts, key=lambda v: v[0])[1]
     return {v["smiles"] for _, v in verdicts if v["strict"]}, lowest["smiles"] if lowest["strict"] else None
+
+
+def qm9_reference(args, out: Path) -> dict[str, dict]:
+    """Formulas of held-out molecules in their drawn order (the first ``REFERENCE_FORMULAS``, at
+    least --formulas), each with its QM9 isomers and lowest-U0 isomer; kept in
+    OUT/qm9_reference.json, so that a resumed pass does not read QM9 (a minute on a busy machine)."""
+    path = out / "qm9_reference.json"
+    key = {k: getattr(args, k) for k in ("model", "held_out_fraction", "seed", "max_atoms")}
+    if path.is_file():
+        stored = json.loads(path.read_text())
+        if stored["key"] == key and len(stored["formulas"]) >= args.formulas:
+            return stored["formulas"]
+    qm9 = read_qm9()
+    _, held_out = split(qm9, args.held_out_fraction, args.seed)
+    elements = set(respmatch.load_model(model_path(args.model)).config.elements)
+    drawn = [held_out[i].get_chemical_formula() for i in np.random.default_rng(args.seed + 2).permutation(len(held_out))
+             if set(held_out[i].numbers) <= elements and len(held_out[i]) <= (args.max_atoms or len(held_out[i]))]
+    by_formula = {}
+    for atoms in qm9:
+        by_formula.setdefault(atoms.get_chemical_formula(), []).append(atoms)
+    _quiet = BlockLogs()
+    formulas = {}
+    for formula in list(dict.fromkeys(drawn))[: max(args.formulas, REFERENCE_FORMULAS)]:
+        isomers, lowest = qm9_isomers(by_formula[formula])
+        formulas[formula] = {"isomers": sorted(isomers), "lowest": lowest}
+    path.write_text(json.dumps({"key": key, "formulas": formulas}, indent=1) + "\n")
+    return formulas
 
 
 def first_found(out: Path, n: int) -> list[tuple[str, str]]:
@@ -99,17 +130,13 @@ def main() -> None:
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
-    qm9 = read_qm9()
-    _, held_out = split(qm9, args.held_out_fraction, args.seed)
-    elements = set(respmatch.load_model(model_path(args.model)).config.elements)
-    drawn = [held_out[i].get_chemical_formula() for i in np.random.default_rng(args.seed + 2).permutation(len(held_out))
-             if set(held_out[i].numbers) <= elements and len(held_out[i]) <= (args.max_atoms or len(held_out[i]))]
-    formulas = list(dict.fromkeys(drawn))[: args.formulas]
+    reference = qm9_reference(args, out)
     _quiet = BlockLogs()
     settings = MoleculeSettings(n=sizes[-1], seed=args.seed)
     rows = {}
+    formulas = list(reference)[: args.formulas]
     for formula in formulas:
-        isomers, lowest = qm9_isomers([a for a in qm9 if a.get_chemical_formula() == formula])
+        isomers, lowest = set(reference[formula]["isomers"]), reference[formula]["lowest"]
         db = out / f"{formula}.db"
         respmatch.predict(formula, args.model, db, settings=settings, resume=args.resume,
                           batch_size=args.batch_size, progress=False)
