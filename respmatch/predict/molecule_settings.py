@@ -21,7 +21,7 @@ from respmatch.search.spec import default_preset
 
 @dataclass(frozen=True)
 class MoleculeSettings:
-    # N: strictly valid molecules searched per formula.  50 cost 1 to 3 CPU-minutes of search for
+    # N: strictly valid molecules searched per formula.  50 cost 1 to 2.5 CPU-minutes of search for
     # a 12-atom QM9 formula on one core with the shipped qm9 model (docs/results.md, "Predict:
     # molecules"); more, with --resume --n, once a first look is worth it.
     n: int = 50
