@@ -57,9 +57,10 @@ QUICK_STAGES = {"relax.max_steps": 100, "kick-relax.max_steps": 100}
 
 
 def read_qm9() -> list[Atoms]:
-    """All QM9 molecules shipped by qm9pack; ``info``: QM9 index and the data set's SMILES.
+    """All QM9 molecules shipped by qm9pack; ``info``: QM9 index, the data set's SMILES and U0
+    (internal energy at 0 K, hartree).
 
-    Read from the package's csv files directly, only the four columns needed:
+    Read from the package's csv files directly, only the five columns needed:
     ``qm9pack.get_data()`` parses every column (frequencies, Mulliken charges) of 230 MB, and
     importing qm9pack needs ``pkg_resources``, which recent setuptools no longer ship; the
     package is located without importing it.
@@ -68,16 +69,17 @@ def read_qm9() -> list[Atoms]:
     if spec is None:
         raise SystemExit('QM9 needs the qm9pack package: pip install -e ".[benchmarks]"')
     folder = Path(spec.submodule_search_locations[0]) / "data"
-    columns = ["Index", "SMILES", "Elements", "XYZ_Ang"]
+    columns = ["Index", "SMILES", "Elements", "XYZ_Ang", "InternalEnergy_0K_au"]
     frame = pd.concat(
         [pd.read_csv(folder / f"qm9_part{k}.csv", usecols=columns) for k in (1, 2, 3)], ignore_index=True
     )
     molecules = []
-    for index, smiles, elements, xyz in frame.itertuples(index=False):
+    for index, smiles, elements, xyz, u0 in frame[columns].itertuples(index=False):
         symbols = json.loads(elements.replace("'", '"'))
         # Not JSON: a few coordinates are written "1." (two linear molecules).
         positions = np.fromstring(xyz.replace("[", "").replace("]", ""), sep=",").reshape(len(symbols), 3)
-        molecules.append(Atoms(symbols, positions=positions, info={"qm9_index": int(index), "smiles": smiles}))
+        info = {"qm9_index": int(index), "smiles": smiles, "u0_hartree": float(u0)}
+        molecules.append(Atoms(symbols, positions=positions, info=info))
     return molecules
 
 
@@ -86,6 +88,13 @@ def split(molecules: list[Atoms], held_out_fraction: float, seed: int) -> tuple[
     order = np.random.default_rng(seed).permutation(len(molecules))
     n_held_out = int(round(held_out_fraction * len(molecules)))
     return [molecules[i] for i in order[n_held_out:]], [molecules[i] for i in order[:n_held_out]]
+
+
+def check_builtin_split(parser: argparse.ArgumentParser, args) -> None:
+    """Refuse another split for the built-in model: it would search molecules it trained on."""
+    if args.model == "qm9" and (args.held_out_fraction, args.seed) != (HELD_OUT_FRACTION, 0):
+        parser.error(f"the built-in qm9 model was trained on the split --held-out-fraction {HELD_OUT_FRACTION} "
+                     "--seed 0; another split would search molecules it trained on")
 
 
 def canonical(smiles: str) -> str | None:
@@ -120,9 +129,7 @@ def main() -> None:
     if args.quick:
         for key, value in QUICK.items():
             setattr(args, key, value)
-    if args.model == "qm9" and (args.held_out_fraction, args.seed) != (HELD_OUT_FRACTION, 0):
-        parser.error(f"the built-in qm9 model was trained on the split --held-out-fraction {HELD_OUT_FRACTION} "
-                     "--seed 0; another split would search molecules it trained on")
+    check_builtin_split(parser, args)
     torch.set_num_threads(args.threads)
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)

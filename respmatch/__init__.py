@@ -32,6 +32,7 @@ _EXPORTS = {
     "report": "respmatch.reporting",
     "predict": "respmatch.predict.pipeline",
     "PredictSettings": "respmatch.predict.settings",
+    "MoleculeSettings": "respmatch.predict.molecule_settings",
     "generate": "respmatch.search.generate",
     "SearchSpec": "respmatch.search.spec",
     "search_preset": "respmatch.search.spec",

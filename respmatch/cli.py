@@ -352,52 +352,76 @@ def run_demo(args) -> None:
           + (", predict.db, predicted/" if result["prediction"] else ""))
 
 
+# Options that set a prediction's settings (``PredictSettings`` for crystals, ``MoleculeSettings``
+# for molecules); unset ones are None, so that an option of the other kind's funnel is refused.
+PREDICT_SETTINGS = ("tries", "keep", "relax", "score", "potential", "screen_steps", "fmax", "max_steps", "symmetry",
+                    "n", "max_kicks", "max_tries", "rmsd", "box")
+
+
 def predict_arguments(p: CommandParser) -> None:
+    from respmatch.predict.molecule_settings import MoleculeSettings
     from respmatch.predict.settings import PredictSettings
     from respmatch.predict.shortlist import SCORES
 
-    d = PredictSettings()
-    p.add_argument("formulas", nargs="+", metavar="FORMULA", help="one cell's formula, e.g. SrTiO3 or Sr2Ti2O6")
-    p.add_input("--model", default="mp20", help="a checkpoint or a built-in model (default mp20)")
+    d, m = PredictSettings(), MoleculeSettings()
+    p.add_argument("formulas", nargs="+", metavar="FORMULA",
+                   help="one cell's formula, e.g. SrTiO3 or Sr2Ti2O6; a molecule's, e.g. C6H6O (with a molecule model)")
+    p.add_input("--model", default="mp20",
+                help="a checkpoint or a built-in model (default mp20); a molecule model (qm9) predicts molecules")
     p.add_output("--out", kind="run database", type=run_file, required=True, help="the run database to write (RUN.db)")
-    p.add_argument("--tries", type=positive_int, default=d.tries, help=f"M: search tries per formula (default {d.tries})")
-    p.add_argument("--keep", type=positive_int, default=d.keep, help=f"K: distinct structures shortlisted (default {d.keep})")
-    p.add_argument("--relax", type=positive_int, default=d.relax,
-                   help=f"of those, relaxed fully: the lowest after the screen (default {d.relax})")
-    p.add_argument("--score", choices=SCORES, default=d.score, help=f"shortlist pre-score (default {d.score})")
-    p.add_argument("--potential", default=d.potential, help=f"sevennet-0 or chgnet (default {d.potential})")
-    p.add_argument("--screen-steps", type=positive_int, default=d.screen_steps,
-                   help=f"steps of the short relaxation of every shortlisted structure (default {d.screen_steps})")
-    p.add_argument("--fmax", type=positive_float, default=d.fmax, help=f"full relaxation threshold, eV/Å (default {d.fmax})")
-    p.add_argument("--max-steps", type=positive_int, default=d.max_steps,
-                   help=f"full relaxation step cap (default {d.max_steps})")
-    p.add_argument("--symmetry", type=fraction, default=d.symmetry, help=f"share of symmetric starts (default {d.symmetry})")
-    p.add_output("--cif-dir", kind="folder", metavar="DIR", help="write DIR/FORMULA/RANK.cif for every ranked structure")
+    crystals = p.add_argument_group("crystals (a model trained on crystals)")
+    crystals.add_argument("--tries", type=positive_int, help=f"M: search tries per formula (default {d.tries})")
+    crystals.add_argument("--keep", type=positive_int, help=f"K: distinct structures shortlisted (default {d.keep})")
+    crystals.add_argument("--relax", type=positive_int,
+                          help=f"of those, relaxed fully: the lowest after the screen (default {d.relax})")
+    crystals.add_argument("--score", choices=SCORES, help=f"shortlist pre-score (default {d.score})")
+    crystals.add_argument("--screen-steps", type=positive_int,
+                          help=f"steps of the short relaxation of every shortlisted structure (default {d.screen_steps})")
+    crystals.add_argument("--symmetry", type=fraction, help=f"share of symmetric starts (default {d.symmetry})")
+    p.add_output("--cif-dir", kind="folder", metavar="DIR", help="crystals: write DIR/FORMULA/RANK.cif for every ranked structure")
+    crystals.add_argument("--physics-batch-size", type=positive_int, help="cells per potential call (default 16)")
+    molecules = p.add_argument_group("molecules (a model trained on molecules)")
+    molecules.add_argument("--n", type=positive_int, help=f"N: strictly valid molecules per formula (default {m.n})")
+    molecules.add_argument("--max-kicks", type=non_negative_int,
+                           help=f"kicks of an invalid try before it is replaced (default {m.max_kicks})")
+    molecules.add_argument("--max-tries", type=positive_int, help="fresh starts per formula at most (default 20 N)")
+    molecules.add_argument("--rmsd", type=positive_float,
+                           help=f"Å: geometries of one isomer closer than this are one conformer (default {m.rmsd})")
+    molecules.add_argument("--box", type=positive_float, nargs=3, metavar=("X", "Y", "Z"),
+                           help=f"Å, the box search starts are drawn in (default {' '.join(map(str, m.box))})")
+    p.add_output("--sdf-dir", kind="folder", metavar="DIR",
+                 help="molecules: write DIR/FORMULA/RANK.sdf for every ranked isomer, its conformers lowest first")
+    p.add_output("--xyz-dir", kind="folder", metavar="DIR", help="molecules: the same as DIR/FORMULA/RANK.xyz")
+    p.add_argument("--potential", help=f"{d.potential} or chgnet for crystals, {m.potential} or gfn1-xtb for molecules")
+    p.add_argument("--fmax", type=positive_float,
+                   help=f"full relaxation threshold, eV/Å (default {d.fmax} crystals, {m.fmax} molecules)")
+    p.add_argument("--max-steps", type=positive_int,
+                   help=f"full relaxation step cap (default {d.max_steps} crystals, {m.max_steps} molecules)")
     p.add_output("--report", kind="report", metavar="HTML", help="write the HTML report of the run, funnel included")
     p.add_argument("--batch-size", type=positive_int, default=64, help="structures the search relaxes at once")
-    p.add_argument("--physics-batch-size", type=positive_int, default=16, help="cells per potential call")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     add_cluster_options(p)
     add_shared(p, "seed", "resume", "threads", "quiet", "force")
 
 
 def run_predict(args) -> None:
+    from respmatch.predict.molecule_settings import model_kind, settings_for
     from respmatch.predict.pipeline import predict
-    from respmatch.predict.settings import PredictSettings
 
-    settings = PredictSettings(
-        tries=args.tries, keep=args.keep, relax=args.relax, score=args.score, potential=args.potential,
-        screen_steps=args.screen_steps, fmax=args.fmax, max_steps=args.max_steps, symmetry=args.symmetry, seed=args.seed,
-    )
+    given = {name: getattr(args, name) for name in PREDICT_SETTINGS if getattr(args, name) is not None}
+    settings = settings_for(model_kind(args.model), {**given, "seed": args.seed})
     result = predict(
         args.formulas, args.model, args.out, settings=settings, resume=args.resume, cif_dir=args.cif_dir,
-        report=args.report, batch_size=args.batch_size, physics_batch_size=args.physics_batch_size,
-        device=args.device, workers=args.workers, scheduler=args.scheduler, progress=not args.quiet,
+        sdf_dir=args.sdf_dir, xyz_dir=args.xyz_dir, report=args.report, batch_size=args.batch_size,
+        physics_batch_size=args.physics_batch_size, device=args.device, workers=args.workers, scheduler=args.scheduler,
+        progress=not args.quiet,
     )
     print(result["table"])
     spent = ", ".join(f"{stage} {t['wall_s']:.0f} s" for stage, t in result["time"].items() if t)
-    print(f"\ntime: {spent}; run {result['out']}"
-          + (f"; CIFs in {args.cif_dir}" if args.cif_dir else "") + (f"; report {args.report}" if args.report else ""))
+    written = [f"{what} in {folder}" for what, folder in (("CIFs", args.cif_dir), ("SDFs", args.sdf_dir),
+                                                           ("XYZs", args.xyz_dir)) if folder]
+    print(f"\ntime: {spent}; run {result['out']}" + "".join(f"; {w}" for w in written)
+          + (f"; report {args.report}" if args.report else ""))
 
 
 # name: (help, arguments, run)
@@ -410,7 +434,8 @@ COMMANDS = {
     "evaluate": ("judge generated structures and print a table", evaluate_arguments, run_evaluate),
     "report": ("write a self-contained HTML report of a run", report_arguments, run_report),
     "demo": ("train on built-in diamond, generate carbon, evaluate, predict SrTiO3", demo_arguments, run_demo),
-    "predict": ("the structure of a formula: search, distinct, shortlist, physics, ranked", predict_arguments, run_predict),
+    "predict": ("the structure of a formula: search, distinct, shortlist, physics, ranked; "
+                "with a molecule model its isomers: valid molecules, GFN2-xTB, ranked", predict_arguments, run_predict),
     "info": ("describe a trained model", info_arguments, run_info),
 }
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ase import Atoms
@@ -43,16 +43,22 @@ def ranking_table(rankings: dict[str, list[dict]], counts: dict[str, dict]) -> s
     return "\n".join(lines).rstrip()
 
 
-def write_cifs(folder: str | Path, rankings: dict[str, list[dict]], structure: Callable[[str, dict], Atoms]) -> list[Path]:
-    """``folder/FORMULA/RANK.cif`` for every ranked structure (FORMULA as given, rank 1 the
-    lowest energy), each written whole or not at all; the paths written."""
-    written = []
+def ranked_paths(folder: str | Path, rankings: dict[str, list[dict]], suffix: str) -> Iterator[tuple[Path, str, int, dict]]:
+    """(``folder/FORMULA/RANK.suffix``, formula, rank, entry) of every ranked entry (FORMULA as
+    given, rank 1 the lowest energy), each formula's folder made."""
     for formula, ranking in rankings.items():
         target = Path(folder) / formula
         target.mkdir(parents=True, exist_ok=True)
         for rank, entry in enumerate(ranking, 1):
-            path = target / f"{rank}.cif"
-            with atomic_path(path) as temporary:
-                write(temporary, structure(formula, entry), format="cif")
-            written.append(path)
+            yield target / f"{rank}.{suffix}", formula, rank, entry
+
+
+def write_cifs(folder: str | Path, rankings: dict[str, list[dict]], structure: Callable[[str, dict], Atoms]) -> list[Path]:
+    """``folder/FORMULA/RANK.cif`` for every ranked structure, each written whole or not at all;
+    the paths written."""
+    written = []
+    for path, formula, _, entry in ranked_paths(folder, rankings, "cif"):
+        with atomic_path(path) as temporary:
+            write(temporary, structure(formula, entry), format="cif")
+        written.append(path)
     return written

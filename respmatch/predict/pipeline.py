@@ -14,10 +14,8 @@ workers shows in wall time only).
 
 from __future__ import annotations
 
-import time
 from collections import defaultdict
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
@@ -35,11 +33,14 @@ from respmatch.matching import ENERGY_WINDOW, MATCHER_TOLERANCES
 from respmatch.model import as_model
 from respmatch.model.checkpoint import torch_device
 from respmatch.predict import groups as grouping
+from respmatch.predict import records
 from respmatch.predict.funnel import funnel_counts, stage_times
+from respmatch.predict.molecule_settings import check_kind, model_kind
+from respmatch.predict.molecules import predict_molecules
 from respmatch.predict.output import ranking_table, write_cifs
 from respmatch.predict.physics import RelaxSettings, relax_candidates
 from respmatch.predict.records import (
-    STAGES, TIME, Distinct, Ranking, Relaxation, Shortlist, StageTime, candidate, group_of,
+    STAGES, TIME, Distinct, Ranking, Relaxation, Shortlist, candidate, group_of,
 )
 from respmatch.predict.settings import PredictSettings
 from respmatch.predict.shortlist import shortlist
@@ -59,9 +60,11 @@ def predict(
     settings: PredictSettings | None = None,
     resume: bool = False,
     cif_dir: str | Path | None = None,
+    sdf_dir: str | Path | None = None,
+    xyz_dir: str | Path | None = None,
     report: str | Path | None = None,
     batch_size: int = 64,
-    physics_batch_size: int = 16,
+    physics_batch_size: int | None = None,
     device: str = "cpu",
     workers: int | None = None,
     scheduler: str | None = None,
@@ -76,11 +79,22 @@ def predict(
     (``found``), its lowest Ẽ and how many shortlisted candidates relaxed into it.  ``cif_dir``:
     one CIF per ranked structure, ``cif_dir/FORMULA/RANK.cif``; ``report``: the HTML report.
     ``workers``/``scheduler``/``client``: the search and the physics on Dask workers.
+
+    A model trained on molecules predicts molecules instead (``predict.molecules``: settings
+    ``MoleculeSettings``, outputs ``sdf_dir``/``xyz_dir``); the other kind's settings are refused.
     """
-    settings = settings or PredictSettings()
     formulas = list(dict.fromkeys([formulas] if isinstance(formulas, str) else formulas))
     if not formulas:
         raise RespmatchError("give at least one formula")
+    kind = model_kind(model)
+    if kind == "molecule":
+        check_kind(kind, settings, cif_dir=cif_dir, physics_batch_size=physics_batch_size, workers=workers,
+                   scheduler=scheduler, client=client)
+        return predict_molecules(formulas, model, out, settings=settings, resume=resume, sdf_dir=sdf_dir, xyz_dir=xyz_dir,
+                                 report=report, batch_size=batch_size, device=device, progress=progress)
+    check_kind(kind, settings, sdf_dir=sdf_dir, xyz_dir=xyz_dir)
+    settings = settings or PredictSettings()
+    physics_batch_size = 16 if physics_batch_size is None else physics_batch_size
     check_batch_size(batch_size)
     check_batch_size(physics_batch_size)
     torch_device(device)
@@ -153,17 +167,8 @@ class Funnel:
         self.client, self.progress = client, progress
         self.formulas = list(specs)
 
-    @contextmanager
     def timed(self, stage: str):
-        """Add the block's seconds to the stage's stored time, also when it is interrupted (a
-        resumed run's cost is the sum of its passes)."""
-        wall, cpu = time.perf_counter(), time.process_time()
-        try:
-            yield
-        finally:
-            spent = self.stages.records(TIME, StageTime).get(stage, StageTime())
-            self.runs.write_stage(TIME, {stage: StageTime(spent.wall_s + time.perf_counter() - wall,
-                                                          spent.cpu_s + time.process_time() - cpu)})
+        return records.timed(self.runs, stage)
 
     def finish(self, stage: str) -> None:
         if not self.stages.finished(stage):

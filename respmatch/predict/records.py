@@ -9,6 +9,8 @@ are the dicts ``predict.groups`` makes (the same ones ``respmatch.predict`` retu
 
 from __future__ import annotations
 
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from ase import Atoms
@@ -78,3 +80,17 @@ class StageTime:
 
     wall_s: float = 0.0
     cpu_s: float = 0.0
+
+
+@contextmanager
+def timed(runs, stage: str):
+    """Add the block's seconds to ``stage``'s stored time in the run (``runs``: its ``RunStore``),
+    also when it is interrupted: a resumed run's cost is the sum of its passes.  Both funnels,
+    crystals and molecules, keep their time this way."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    try:
+        yield
+    finally:
+        spent = runs.stages.records(TIME, StageTime).get(stage, StageTime())
+        runs.write_stage(TIME, {stage: StageTime(spent.wall_s + time.perf_counter() - wall,
+                                                 spent.cpu_s + time.process_time() - cpu)})

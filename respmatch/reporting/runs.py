@@ -14,6 +14,7 @@ from ase import Atoms
 
 from respmatch.errors import RespmatchError
 from respmatch.predict.funnel import read_funnel
+from respmatch.predict.molecule_funnel import read_funnel as read_molecule_funnel
 from respmatch.run import Entry, Run, open_run
 
 
@@ -23,7 +24,7 @@ class RunView:
 
     run: Run
     rows: list[dict]
-    funnel: dict | None = None  # a predict run's stages (predict.funnel.read_funnel)
+    funnel: dict | None = None  # a predict run's stages (predict.funnel / predict.molecule_funnel)
 
     @property
     def name(self) -> str:
@@ -65,7 +66,10 @@ def summary(entry: Entry) -> dict:
 def view(run: Run, label: str | None = None) -> RunView:
     if not run.entries:
         raise RespmatchError(f"{label or run.name}: the run holds no structures yet")
-    funnel = read_funnel(run.stages, run.parameters) if "formulas" in run.parameters and run.stages.names() else None
+    if run.parameters.get("predict") == "molecules":
+        funnel = read_molecule_funnel(run)
+    else:
+        funnel = read_funnel(run.stages, run.parameters) if "formulas" in run.parameters and run.stages.names() else None
     return RunView(run, [summary(entry) for entry in run.entries], funnel)
 
 
