@@ -145,7 +145,7 @@ def prediction(trained_diamond, tmp_path_factory):
     standin = respmatch.load_model(path)
     settings = PredictSettings(tries=8, keep=3, relax=2, screen_steps=5, max_steps=50)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(physics, "batched_potential", lambda name: standin)
+        patch.setattr(physics, "batched_potential", lambda name, compiled=False: standin)
         result = respmatch.predict("C2", path, folder / "run.db", settings=settings, report=folder / "report.html",
                                    progress=False)
     return folder / "report.html", result
