@@ -20,6 +20,7 @@ from respmatch.predict import physics, pipeline
 from respmatch.predict.output import COLUMNS, ranking_table
 from respmatch.predict.settings import PredictSettings
 from respmatch.predict.shortlist import shortlist
+from respmatch.recheck import potentials
 from respmatch.predict.records import STAGES, Distinct, Ranking, Relaxation, Shortlist, StageTime, candidate
 from respmatch.run import open_run
 
@@ -208,7 +209,7 @@ def test_bad_input_is_one_line_before_any_work(arguments, message, trained_diamo
 
 
 def test_an_element_the_potential_does_not_cover_is_refused(trained_diamond, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(pipeline, "covered_elements", lambda name: frozenset({1, 8}))
+    monkeypatch.setattr(potentials, "covered_elements", lambda name: frozenset({1, 8}))
     out = tmp_path / "run.db"
     assert main(["predict", "C2", "--model", str(trained_diamond[0]), "--out", str(out)]) == 2
     assert "C2: potential sevennet-0 does not cover element(s) C" in capsys.readouterr().err

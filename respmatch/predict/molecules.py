@@ -20,7 +20,6 @@ from pathlib import Path
 
 import torch
 from ase import Atoms
-from ase.data import chemical_symbols
 from rdkit.rdBase import BlockLogs
 from tqdm.auto import tqdm
 
@@ -31,12 +30,12 @@ from respmatch.files import check_output, check_output_folder
 from respmatch.model import as_model
 from respmatch.model.checkpoint import torch_device
 from respmatch.predict.isomers import rank_isomers
-from respmatch.predict.molecule_files import write_isomers
 from respmatch.predict import records
+from respmatch.predict.molecule_files import write_isomers
 from respmatch.predict.molecule_funnel import Ranking, Relaxation, SearchCounts, ranking_table, read_funnel
 from respmatch.predict.molecule_settings import MoleculeSettings
 from respmatch.recheck.check import RecheckSettings, relax_structures
-from respmatch.recheck.potentials import covered_elements, package_version
+from respmatch.recheck.potentials import check_elements, package_version
 from respmatch.run import RunStore, open_run
 from respmatch.search.generate import check_batch_size, record_of
 from respmatch.search.relax import BatchRelaxer
@@ -118,10 +117,7 @@ def predict_molecules(
 def check_formula(formula: str, numbers: tuple[int, ...], potential: str) -> None:
     """One line before any work for a formula no neutral closed-shell molecule has, or with an
     element the potential does not cover (the model's elements are checked by ``SearchSpec``)."""
-    missing = sorted(set(numbers) - covered_elements(potential))
-    if missing:
-        raise RespmatchError(f"{formula}: potential {potential} does not cover element(s) "
-                             f"{', '.join(chemical_symbols[z] for z in missing)}")
+    check_elements(potential, formula, numbers)
     if sum(numbers) % 2:
         raise RespmatchError(f"{formula}: {sum(numbers)} electrons, an odd number: no neutral closed-shell "
                              "molecule has this formula (the judge accepts no radical, and the potential "

@@ -22,7 +22,6 @@ from typing import TypeVar
 
 import torch
 from ase import Atoms
-from ase.data import chemical_symbols
 from tqdm.auto import tqdm
 
 from respmatch.builtin import model_path
@@ -44,7 +43,7 @@ from respmatch.predict.records import (
 )
 from respmatch.predict.settings import PredictSettings
 from respmatch.predict.shortlist import shortlist
-from respmatch.recheck.potentials import covered_elements, package_version
+from respmatch.recheck.potentials import check_elements, package_version
 from respmatch.search.generate import check_batch_size, relaxed
 from respmatch.search.spec import SearchSpec
 from respmatch.run import RunStore
@@ -108,12 +107,8 @@ def predict(
     options = {"symmetry": settings.symmetry, "space_groups": settings.space_groups}
     specs = {f: SearchSpec.build(rm_model, f, settings.tries, "crystal", None, settings.seed, options) for f in formulas}
     package_version(settings.potential)
-    covered = covered_elements(settings.potential)
     for formula, spec in specs.items():
-        missing = sorted(set(spec.numbers) - covered)
-        if missing:
-            raise RespmatchError(f"{formula}: potential {settings.potential} does not cover element(s) "
-                                 f"{', '.join(chemical_symbols[z] for z in missing)}")
+        check_elements(settings.potential, formula, spec.numbers)
     first = specs[formulas[0]]
     parameters = {
         "formulas": formulas,

@@ -135,12 +135,16 @@ def check_structures(name: str, structures: list[tuple[str, Atoms]]) -> None:
         if periodic != (potential.kind == "crystal"):
             what = "a periodic crystal" if periodic else "a molecule (no periodic cell)"
             raise RespmatchError(f"{where}: {what}, but {name} is a {potential.kind} potential")
-    covered = covered_elements(name)
     for where, atoms in structures:
-        missing = sorted(set(atoms.numbers.tolist()) - covered)
-        if missing:
-            symbols = ", ".join(chemical_symbols[z] for z in missing)
-            raise RespmatchError(f"{where}: {name} does not cover element(s) {symbols}")
+        check_elements(name, where, atoms.numbers.tolist())
+
+
+def check_elements(name: str, where: str, numbers) -> None:
+    """Refuse, in one line naming ``where``, atomic numbers the potential was not fitted for."""
+    missing = sorted(set(int(z) for z in numbers) - covered_elements(name))
+    if missing:
+        symbols = ", ".join(chemical_symbols[z] for z in missing)
+        raise RespmatchError(f"{where}: potential {name} does not cover element(s) {symbols}")
 
 
 @cache
