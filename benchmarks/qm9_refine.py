@@ -13,7 +13,8 @@ metrics before and after, on the same molecules, separates the two causes:
 
 Reads OUT/generated.extxyz of a finished ``qm9_molecules.py`` run (so the 2,000-try search is
 not repeated), relaxes a seeded sample of it with the re-check's own molecule relaxation
-(``recheck.check.relax_one``: ASE FIRE on GFN2-xTB through tblite) and scores it with EDM's
+(``recheck.check.relax_structures``: ASE FIRE on GFN2-xTB through tblite, a failure counted
+and scored unrelaxed) and scores it with EDM's
 metrics, which the re-check's evaluation (``qm7_molecules.py --recheck``) does not report.
 Writes OUT/refined.extxyz and OUT/refine.json and prints the table.
 
@@ -35,7 +36,7 @@ from rdkit.rdBase import BlockLogs
 
 from respmatch.chem import judge
 from respmatch.evaluate.edm import edm_metrics
-from respmatch.recheck.check import RecheckSettings, relax_one
+from respmatch.recheck.check import RecheckSettings, relax_structures
 
 
 def main() -> None:
@@ -56,16 +57,13 @@ def main() -> None:
     settings = RecheckSettings(args.potential, relax=True, fmax=args.fmax, max_steps=args.max_steps)
 
     started = time.process_time()
-    after, failed, converged = [], 0, 0
-    for atoms in before:
-        try:
-            relaxed, _, _, done = relax_one(atoms, settings)
-        except Exception:  # tblite raises its own error when an SCF fails; count it, go on
-            failed += 1
-            relaxed, done = atoms.copy(), False
-        after.append(relaxed.copy())  # without its calculator, whose results extxyz would write
-        converged += done
+    results = relax_structures(before, settings)  # (result, None) or (None, error: e.g. an SCF that failed)
     seconds = time.process_time() - started
+    # A failed relaxation is scored on its generated geometry; copies drop the calculators,
+    # whose results extxyz would otherwise write.
+    after = [(result[0] if result else atoms).copy() for atoms, (result, _) in zip(before, results)]
+    converged = sum(bool(result and result[3]) for result, _ in results)
+    failed = sum(result is None for result, _ in results)
     write(args.out_dir / "refined.extxyz", after, format="extxyz")
 
     _quiet = BlockLogs()
